@@ -1,0 +1,30 @@
+# Thin wrapper over CMake. `make run` and `make test` install what is missing first.
+BUILD_DIR ?= build
+BUILD_TYPE ?= Release
+JOBS ?= $(shell nproc)
+DATA ?= /usr/share/datasets/fashion-mnist
+EPOCHS ?= 3
+
+.PHONY: deps configure build run test bench clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+configure: deps
+	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) >/dev/null
+
+build: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# The main job: the MNIST DNN on the embedded Fashion-MNIST, writing ./outputs.
+run: build
+	$(BUILD_DIR)/bin/ctrain-mnist --data-folder $(DATA) --epochs $(EPOCHS) --output-dir outputs
+
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+bench: build
+	bash benchmarks/mnist_vs_pytorch.sh
+
+clean:
+	rm -rf $(BUILD_DIR)

@@ -1,0 +1,189 @@
+#include "engine/checkpoint.h"
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/fs.h"
+
+namespace ctrain::engine {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr char kMagic[8] = {'C', 'T', 'R', 'A', 'I', 'N', 'C', 'K'};
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeaderSize = 8 + 4 + 8 + 4;
+
+void put_le(std::string& out, uint64_t v, int bytes) {
+  for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
+}
+uint64_t get_le(const char* p, int bytes) {
+  uint64_t v = 0;
+  for (int i = 0; i < bytes; ++i) v |= uint64_t{static_cast<unsigned char>(p[i])} << (8 * i);
+  return v;
+}
+
+uint32_t crc_of(const char* data, size_t n) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  while (n > 0) {  // zlib's length is a uInt: feed it in 1 GiB pieces
+    const uInt chunk = static_cast<uInt>(std::min<size_t>(n, 1u << 30));
+    crc = crc32(crc, reinterpret_cast<const Bytef*>(data), chunk);
+    data += chunk;
+    n -= chunk;
+  }
+  return static_cast<uint32_t>(crc);
+}
+
+// Returns the verified payload of a checkpoint file's bytes.
+std::string_view verified_payload(const std::string& path, const std::string& bytes) {
+  if (bytes.size() < kHeaderSize || std::memcmp(bytes.data(), kMagic, 8) != 0) {
+    throw Error(path + ": not a ctrain checkpoint (bad magic" +
+                    std::string(bytes.size() < kHeaderSize ? ", file too short" : "") + ")",
+                "was it written by ctrain? is it truncated?");
+  }
+  const uint32_t version = static_cast<uint32_t>(get_le(bytes.data() + 8, 4));
+  if (version != kVersion) {
+    throw Error(path + ": checkpoint format version " + std::to_string(version) +
+                " is not supported (this ctrain reads version " + std::to_string(kVersion) + ")");
+  }
+  const uint64_t size = get_le(bytes.data() + 12, 8);
+  const uint32_t crc = static_cast<uint32_t>(get_le(bytes.data() + 20, 4));
+  if (size != bytes.size() - kHeaderSize) {
+    throw Error(path + ": checkpoint is truncated or padded: header says " + std::to_string(size) +
+                " payload bytes, file has " + std::to_string(bytes.size() - kHeaderSize));
+  }
+  if (crc_of(bytes.data() + kHeaderSize, size) != crc) {
+    throw Error(path + ": checkpoint checksum mismatch (the file is corrupt)",
+                "resume from an older checkpoint with --resume-from");
+  }
+  return std::string_view(bytes.data() + kHeaderSize, size);
+}
+
+std::string read_string(torch::serialize::InputArchive& ar, const std::string& key) {
+  c10::IValue v;
+  ar.read(key, v);
+  return v.toStringRef();
+}
+
+CheckpointMeta read_meta(torch::serialize::InputArchive& ar) {
+  CheckpointMeta m;
+  c10::IValue v;
+  ar.read("epoch", v);
+  m.epoch = v.toInt();
+  ar.read("best_val_acc", v);
+  m.best_val_acc = v.toDouble();
+  ar.read("best_epoch", v);
+  m.best_epoch = v.toInt();
+  m.config = nlohmann::json::parse(read_string(ar, "config"));
+  m.spec = nlohmann::json::parse(read_string(ar, "spec"));
+  return m;
+}
+
+c10::Device module_device(torch::nn::Module& module) {
+  auto params = module.parameters();
+  return params.empty() ? c10::Device(c10::kCPU) : params.front().device();
+}
+
+}  // namespace
+
+void checkpoint_save(const std::string& path, torch::nn::Module& module,
+                     torch::optim::Optimizer* optimizer, const CheckpointMeta& meta) {
+  torch::serialize::OutputArchive ar;
+  torch::serialize::OutputArchive model_ar(ar.compilation_unit());
+  module.save(model_ar);
+  ar.write("model", model_ar);
+  if (optimizer != nullptr) {
+    torch::serialize::OutputArchive optim_ar(ar.compilation_unit());
+    optimizer->save(optim_ar);
+    ar.write("optimizer", optim_ar);
+    ar.write("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+  }
+  ar.write("epoch", c10::IValue(meta.epoch));
+  ar.write("best_val_acc", c10::IValue(meta.best_val_acc));
+  ar.write("best_epoch", c10::IValue(meta.best_epoch));
+  ar.write("config", c10::IValue(meta.config.dump()));
+  ar.write("spec", c10::IValue(meta.spec.dump()));
+
+  std::string payload;
+  ar.save_to([&payload](const void* data, size_t n) {
+    payload.append(static_cast<const char*>(data), n);
+    return n;
+  });
+  std::string file(kMagic, 8);
+  put_le(file, kVersion, 4);
+  put_le(file, payload.size(), 8);
+  put_le(file, crc_of(payload.data(), payload.size()), 4);
+  file += payload;
+  write_file_atomic(path, file);
+}
+
+CheckpointMeta checkpoint_load(const std::string& path, torch::nn::Module& module,
+                               torch::optim::Optimizer* optimizer) {
+  const std::string bytes = read_file(path);
+  const std::string_view payload = verified_payload(path, bytes);
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(payload.data(), payload.size(), module_device(module));
+    CheckpointMeta meta = read_meta(ar);
+    torch::serialize::InputArchive model_ar;
+    ar.read("model", model_ar);
+    module.load(model_ar);
+    if (optimizer != nullptr) {
+      torch::serialize::InputArchive optim_ar;
+      ar.read("optimizer", optim_ar);
+      optimizer->load(optim_ar);
+      torch::Tensor rng;
+      ar.read("rng_cpu", rng);
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(rng);
+    }
+    return meta;
+  } catch (const c10::Error& e) {
+    throw Error(path + ": cannot load checkpoint into this model: " + e.what_without_backtrace(),
+                "was it written with other model options (layer sizes, arch, classes)?");
+  }
+}
+
+CheckpointMeta checkpoint_peek(const std::string& path) {
+  const std::string bytes = read_file(path);
+  const std::string_view payload = verified_payload(path, bytes);
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(payload.data(), payload.size());
+    return read_meta(ar);
+  } catch (const c10::Error& e) {
+    throw Error(path + ": unreadable checkpoint: " + e.what_without_backtrace());
+  }
+}
+
+std::string checkpoint_path(const std::string& dir, int64_t epoch) {
+  char name[32];
+  std::snprintf(name, sizeof(name), "epoch-%04lld.pt", static_cast<long long>(epoch));
+  return (fs::path(dir) / name).string();
+}
+
+std::vector<std::string> checkpoint_list(const std::string& dir) {
+  std::vector<std::pair<long long, std::string>> found;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    long long epoch = 0;
+    char tail[8] = {0};
+    if (std::sscanf(name.c_str(), "epoch-%lld.%3s", &epoch, tail) == 2 &&
+        std::strcmp(tail, "pt") == 0 && name.back() == 't') {
+      found.emplace_back(epoch, e.path().string());
+    }
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
+}  // namespace ctrain::engine

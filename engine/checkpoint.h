@@ -1,0 +1,43 @@
+#pragma once
+// Checkpoints and final models: one checksummed file format for both.
+//
+// Layout: "CTRAINCK" magic, u32 format version, u64 payload size, u32 CRC-32 of the payload,
+// then the payload, a LibTorch OutputArchive (zip) holding the model, the optimizer state,
+// the epoch, the CPU RNG state, and JSON strings for the run config and the model spec.
+// The size and CRC make a truncated or bit-flipped file detectable before LibTorch parses it.
+#include <torch/torch.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace ctrain::engine {
+
+struct CheckpointMeta {
+  int64_t epoch = -1;          // last completed epoch (0-based); -1 = none
+  double best_val_acc = 0.0;
+  int64_t best_epoch = -1;
+  nlohmann::json config;       // the run's TrainConfig (and app options)
+  nlohmann::json spec;         // what model this is: {"arch": "mlp", ...}, for loaders/exporters
+};
+
+// Writes atomically (core/fs.h): `path` is either the previous file or the complete new one.
+// `optimizer` may be null (final model files).
+void checkpoint_save(const std::string& path, torch::nn::Module& module,
+                     torch::optim::Optimizer* optimizer, const CheckpointMeta& meta);
+
+// Verifies magic, size and CRC, then loads into `module` (and `optimizer` if given, restoring
+// the CPU RNG state too). Throws ctrain::Error naming `path` for any corruption or mismatch.
+CheckpointMeta checkpoint_load(const std::string& path, torch::nn::Module& module,
+                               torch::optim::Optimizer* optimizer);
+
+// Reads only the metadata (still verifying the checksum).
+CheckpointMeta checkpoint_peek(const std::string& path);
+
+// Checkpoint file for a completed epoch, and the existing ones in `dir`, oldest first.
+std::string checkpoint_path(const std::string& dir, int64_t epoch);
+std::vector<std::string> checkpoint_list(const std::string& dir);
+
+}  // namespace ctrain::engine

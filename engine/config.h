@@ -1,0 +1,45 @@
+#pragma once
+// The engine's configuration: plain structs with inline defaults. Apps fill them from flags
+// (CLI11, in apps/ only) and call validate() once; errors name the flag to change.
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace ctrain::engine {
+
+struct OptimConfig {
+  double learning_rate = 0.01;  // --learning-rate
+  double momentum = 0.0;        // --momentum (SGD)
+  double weight_decay = 0.0;
+  // StepLR: lr = learning_rate * lr_gamma^(epoch / lr_step_size); 0 disables.
+  int64_t lr_step_size = 0;
+  double lr_gamma = 0.1;
+};
+
+struct CheckpointConfig {
+  int64_t every = 1;     // --checkpoint-every N epochs (0: only the final epoch)
+  int64_t keep = 3;      // --keep-checkpoints: newest N kept, older ones deleted
+  bool resume = false;   // --resume: continue from the newest good checkpoint in output_dir
+  std::string resume_from;  // --resume-from PATH
+};
+
+struct TrainConfig {
+  int64_t epochs = 20;  // --epochs: the total, so a resumed run trains epochs - done
+  int64_t seed = 42;    // --seed: init, shuffle order (with the epoch), everything random
+  std::string device = "auto";  // --device auto|cpu|cuda
+  int threads = 0;              // --threads: intra-op threads, 0 = LibTorch's default
+  std::string output_dir = "./outputs";  // --output-dir
+  int64_t log_interval = 0;     // --log-interval steps between progress lines (0: auto)
+  // Which validation metric picks outputs/model.pt: false = the last epoch's weights (the
+  // MNIST sample), true = the best validation accuracy's (the transfer-learning tutorial).
+  bool keep_best = false;
+  OptimConfig optim;
+  CheckpointConfig checkpoint;
+
+  // Throws ConfigError naming the offending flag.
+  void validate() const;
+  nlohmann::json to_json() const;
+};
+
+}  // namespace ctrain::engine

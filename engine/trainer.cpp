@@ -1,0 +1,316 @@
+#include "engine/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "engine/checkpoint.h"
+
+namespace ctrain::engine {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// One line per update on a terminal (redrawn with \r, at most 10 times a second); on a pipe or
+// file a plain line every `interval` steps, or every ~10 s when no interval is set, so logs
+// of fast epochs stay short and slow epochs still show life. Reading the loss is a host sync,
+// so it happens only when a line is printed.
+class Progress {
+ public:
+  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t interval)
+      : epoch_(epoch), epochs_(epochs), steps_(steps), interval_(interval),
+        tty_(::isatty(STDOUT_FILENO) == 1), start_(Clock::now()), last_(start_) {}
+
+  void step(int64_t done, int64_t samples, const torch::Tensor& loss) {
+    const auto now = Clock::now();
+    const double since_last = std::chrono::duration<double>(now - last_).count();
+    const bool due = interval_ > 0 ? done % interval_ == 0 : since_last >= (tty_ ? 0.1 : 10.0);
+    if (!due) return;
+    last_ = now;
+    const double rate = samples / std::max(1e-9, seconds_since(start_));
+    char line[160];
+    std::snprintf(line, sizeof(line), "epoch %lld/%lld  step %lld/%lld  loss %.4f  %.0f samples/s",
+                  static_cast<long long>(epoch_), static_cast<long long>(epochs_ - 1),
+                  static_cast<long long>(done), static_cast<long long>(steps_),
+                  loss.item<double>(), rate);
+    if (tty_) {
+      std::printf("\r%-79s", line);
+      dirty_ = true;
+    } else {
+      std::printf("%s\n", line);
+    }
+    std::fflush(stdout);
+  }
+
+  // Clears the terminal line so the epoch summary starts on a clean line.
+  ~Progress() {
+    if (dirty_) std::printf("\r%-79s\r", "");
+  }
+
+ private:
+  int64_t epoch_, epochs_, steps_, interval_;
+  bool tty_, dirty_ = false;
+  Clock::time_point start_, last_;
+};
+
+double step_lr(const OptimConfig& o, int64_t epoch) {
+  // StepLR in closed form: the value depends only on the epoch, so a resumed run needs no
+  // scheduler state (LibTorch's StepLR object would have to be stepped back into place).
+  if (o.lr_step_size <= 0) return o.learning_rate;
+  return o.learning_rate * std::pow(o.lr_gamma, static_cast<double>(epoch / o.lr_step_size));
+}
+
+void set_lr(torch::optim::Optimizer& opt, double lr) {
+  for (auto& group : opt.param_groups()) group.options().set_lr(lr);
+}
+
+// Picks the checkpoint to resume from; returns nullopt to start fresh.
+std::optional<std::string> resume_source(const TrainConfig& cfg, const std::string& ckpt_dir,
+                                         const nlohmann::json& spec) {
+  auto check_spec = [&](const std::string& path) {
+    const CheckpointMeta m = checkpoint_peek(path);
+    if (m.spec != spec) {
+      throw Error(path + " holds a different model: " + m.spec.dump() + ", this run builds " +
+                      spec.dump(),
+                  "resume with the model options the checkpoint was written with");
+    }
+  };
+  if (!cfg.checkpoint.resume_from.empty()) {
+    check_spec(cfg.checkpoint.resume_from);
+    return cfg.checkpoint.resume_from;
+  }
+  if (!cfg.checkpoint.resume) return std::nullopt;
+  const auto all = checkpoint_list(ckpt_dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      check_spec(*it);
+      return *it;
+    } catch (const Error& e) {
+      // A torn or corrupt newest file must not stop a restart: fall back to an older one.
+      std::cerr << "warning: skipping checkpoint " << *it << ": " << e.what() << "\n";
+    }
+  }
+  std::cout << "resume: no usable checkpoint in " << ckpt_dir << ", starting from scratch\n";
+  return std::nullopt;
+}
+
+void prune_checkpoints(const std::string& dir, int64_t keep) {
+  if (keep <= 0) return;
+  auto all = checkpoint_list(dir);
+  for (size_t i = 0; i + keep < all.size(); ++i) {
+    std::error_code ec;
+    fs::remove(all[i], ec);
+  }
+}
+
+}  // namespace
+
+void TrainConfig::validate() const {
+  auto positive = [](double v, const char* flag) {
+    if (!(v > 0)) throw ConfigError(std::string(flag) + " must be positive, got " + std::to_string(v));
+  };
+  positive(static_cast<double>(epochs), "--epochs");
+  positive(optim.learning_rate, "--learning-rate");
+  if (optim.momentum < 0 || optim.momentum >= 1) {
+    throw ConfigError("--momentum must be in [0, 1), got " + std::to_string(optim.momentum));
+  }
+  if (threads < 0) throw ConfigError("--threads must be >= 0 (0 = LibTorch default)");
+  if (checkpoint.every < 0) throw ConfigError("--checkpoint-every must be >= 0");
+  if (checkpoint.keep < 0) throw ConfigError("--keep-checkpoints must be >= 0 (0 = keep all)");
+  if (log_interval < 0) throw ConfigError("--log-interval must be >= 0");
+  if (device != "auto" && device != "cpu" && device != "cuda" && device.rfind("cuda:", 0) != 0) {
+    throw ConfigError("--device must be auto, cpu, cuda or cuda:N, got '" + device + "'");
+  }
+  if (output_dir.empty()) throw ConfigError("--output-dir must not be empty");
+  if (checkpoint.resume && !checkpoint.resume_from.empty()) {
+    throw ConfigError("--resume and --resume-from are exclusive: pick one");
+  }
+}
+
+nlohmann::json TrainConfig::to_json() const {
+  return {{"epochs", epochs},
+          {"seed", seed},
+          {"device", device},
+          {"threads", threads},
+          {"output_dir", output_dir},
+          {"keep_best", keep_best},
+          {"learning_rate", optim.learning_rate},
+          {"momentum", optim.momentum},
+          {"weight_decay", optim.weight_decay},
+          {"lr_step_size", optim.lr_step_size},
+          {"lr_gamma", optim.lr_gamma},
+          {"checkpoint_every", checkpoint.every},
+          {"keep_checkpoints", checkpoint.keep}};
+}
+
+torch::Device init_runtime(const TrainConfig& cfg) {
+  if (cfg.threads > 0) torch::set_num_threads(cfg.threads);
+  torch::manual_seed(static_cast<uint64_t>(cfg.seed));
+  if (cfg.device == "cpu") return torch::kCPU;
+  if (cfg.device == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
+  if (!torch::cuda::is_available()) {
+    throw ConfigError("--device " + cfg.device + " asked for CUDA, but this LibTorch sees no GPU",
+                      "use --device cpu (or auto), or build against a CUDA LibTorch");
+  }
+  return torch::Device(cfg.device);
+}
+
+EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device) {
+  torch::NoGradGuard no_grad;
+  model.module->eval();
+  data.start_epoch(0);
+  torch::Tensor loss_sum = torch::zeros({}, torch::TensorOptions().device(device));
+  torch::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
+  int64_t samples = 0;
+  while (auto batch = data.next()) {
+    const torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
+    const torch::Tensor y = batch->target.to(device, /*non_blocking=*/true);
+    const torch::Tensor logits = model.forward(x);
+    loss_sum += torch::nn::functional::cross_entropy(
+        logits, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+    correct += logits.argmax(1).eq(y).sum();
+    samples += y.size(0);
+  }
+  EvalStats s;
+  s.samples = samples;
+  if (samples > 0) {
+    s.loss = loss_sum.item<double>() / samples;
+    s.acc = static_cast<double>(correct.item<int64_t>()) / samples;
+  }
+  return s;
+}
+
+TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
+                  data::BatchSource& train_data, data::BatchSource& val_data,
+                  const TrainHooks& hooks) {
+  const auto t_start = Clock::now();
+  ensure_writable_dir(cfg.output_dir);
+  const std::string ckpt_dir = (fs::path(cfg.output_dir) / "checkpoints").string();
+  ensure_writable_dir(ckpt_dir);
+
+  model.module->to(device);
+  torch::optim::SGD optimizer(model.module->parameters(),
+                              torch::optim::SGDOptions(cfg.optim.learning_rate)
+                                  .momentum(cfg.optim.momentum)
+                                  .weight_decay(cfg.optim.weight_decay));
+  nlohmann::json run_config = cfg.to_json();
+  run_config["app"] = hooks.app_config;
+
+  CheckpointMeta meta;
+  if (auto src = resume_source(cfg, ckpt_dir, model.spec)) {
+    meta = checkpoint_load(*src, *model.module, &optimizer);
+    std::cout << "resumed from " << *src << " (epoch " << meta.epoch << " done)\n";
+  }
+  TrainResult result;
+  result.first_epoch = meta.epoch + 1;
+  result.best_val_acc = meta.best_val_acc;
+  result.best_epoch = meta.best_epoch;
+
+  const std::string model_path = (fs::path(cfg.output_dir) / "model.pt").string();
+  std::ofstream metrics((fs::path(cfg.output_dir) / "metrics.jsonl").string(), std::ios::app);
+  if (!metrics) throw Error("cannot open " + cfg.output_dir + "/metrics.jsonl for appending");
+
+  const auto opts = torch::TensorOptions().device(device);
+  for (int64_t epoch = result.first_epoch; epoch < cfg.epochs; ++epoch) {
+    const double lr = step_lr(cfg.optim, epoch);
+    set_lr(optimizer, lr);
+    model.module->train();
+    train_data.start_epoch(epoch);
+    Progress progress(epoch, cfg.epochs, train_data.batches_per_epoch(), cfg.log_interval);
+    // Running sums stay on the device: reading them is a host sync, done once per epoch.
+    torch::Tensor loss_sum = torch::zeros({}, opts);
+    torch::Tensor correct = torch::zeros({}, opts.dtype(torch::kInt64));
+    int64_t samples = 0, step = 0;
+    const auto t_epoch = Clock::now();
+
+    // ---- TRAINING STEP BEGIN -----------------------------------------------------------
+    while (auto batch = train_data.next()) {
+      const torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
+      const torch::Tensor y = batch->target.to(device, /*non_blocking=*/true);
+      optimizer.zero_grad();
+      const torch::Tensor logits = model.forward(x);
+      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      loss.backward();
+      optimizer.step();
+      // ---- everything that follows in the loop is bookkeeping --------------------------
+      torch::NoGradGuard no_grad;
+      loss_sum += loss.detach() * y.size(0);
+      correct += logits.argmax(1).eq(y).sum();
+      samples += y.size(0);
+      progress.step(++step, samples, loss);
+    }
+    // ---- TRAINING STEP END -------------------------------------------------------------
+
+    EpochStats st;
+    st.seconds = seconds_since(t_epoch);
+    st.epoch = epoch;
+    st.epochs = cfg.epochs;
+    st.train_loss = samples ? loss_sum.item<double>() / samples : 0.0;
+    st.train_acc = samples ? static_cast<double>(correct.item<int64_t>()) / samples : 0.0;
+    st.samples_per_sec = samples / std::max(1e-9, st.seconds);
+    st.lr = lr;
+    st.momentum = cfg.optim.momentum;
+    if (!std::isfinite(st.train_loss)) {
+      throw Error("training loss is " + std::to_string(st.train_loss) + " in epoch " +
+                      std::to_string(epoch) + ": stopping before it reaches a checkpoint",
+                  "lower --learning-rate; the last good checkpoint is in " + ckpt_dir);
+    }
+    st.val = evaluate(model, val_data, device);
+    st.is_best = result.best_epoch < 0 || st.val.acc > result.best_val_acc;
+    if (st.is_best) {
+      result.best_val_acc = st.val.acc;
+      result.best_epoch = epoch;
+    }
+    st.best_val_acc = result.best_val_acc;
+
+    meta.epoch = epoch;
+    meta.best_val_acc = result.best_val_acc;
+    meta.best_epoch = result.best_epoch;
+    meta.config = run_config;
+    meta.spec = model.spec;
+    const bool last = epoch + 1 == cfg.epochs;
+    if (cfg.keep_best && st.is_best) checkpoint_save(model_path, *model.module, nullptr, meta);
+    if (last || (cfg.checkpoint.every > 0 && (epoch + 1) % cfg.checkpoint.every == 0)) {
+      checkpoint_save(checkpoint_path(ckpt_dir, epoch), *model.module, &optimizer, meta);
+      prune_checkpoints(ckpt_dir, cfg.checkpoint.keep);
+    }
+    metrics << nlohmann::json{{"epoch", epoch},
+                              {"train_loss", st.train_loss},
+                              {"training_acc", st.train_acc},
+                              {"val_loss", st.val.loss},
+                              {"validation_acc", st.val.acc},
+                              {"best_val_acc", st.best_val_acc},
+                              {"seconds", st.seconds},
+                              {"samples_per_sec", st.samples_per_sec},
+                              {"lr", st.lr},
+                              {"momentum", st.momentum}}
+                   .dump()
+            << std::endl;  // flushed per epoch: a crash loses no finished epoch's line
+    if (hooks.on_epoch) hooks.on_epoch(st);
+    result.final_val_acc = st.val.acc;
+    ++result.epochs_run;
+  }
+  if (!cfg.keep_best) {
+    meta.spec = model.spec;
+    meta.config = run_config;
+    checkpoint_save(model_path, *model.module, nullptr, meta);
+  } else if (result.epochs_run == 0 && !fs::exists(model_path)) {
+    checkpoint_save(model_path, *model.module, nullptr, meta);
+  }
+  result.seconds = seconds_since(t_start);
+  return result;
+}
+
+}  // namespace ctrain::engine

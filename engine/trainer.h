@@ -1,0 +1,73 @@
+#pragma once
+// The one training loop. Apps build a model and data sources, fill a TrainConfig, and call
+// train(); everything a run writes (checkpoints, metrics.jsonl, model.pt) is done here.
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "data/batch.h"
+#include "engine/config.h"
+
+namespace ctrain::engine {
+
+// A model as the engine sees it: parameters to optimise and save, a forward function
+// (input batch -> logits), and a spec that says how to rebuild it (saved in every checkpoint).
+struct Model {
+  std::shared_ptr<torch::nn::Module> module;
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  nlohmann::json spec;  // e.g. {"arch": "mlp", "in_features": 784, ...}
+};
+
+struct EvalStats {
+  double loss = 0.0;  // mean cross-entropy
+  double acc = 0.0;   // fraction correct
+  int64_t samples = 0;
+};
+
+struct EpochStats {
+  int64_t epoch = 0;   // 0-based, as the reference scripts print it
+  int64_t epochs = 0;  // total
+  double train_loss = 0.0, train_acc = 0.0;
+  EvalStats val;
+  double seconds = 0.0;          // training part of the epoch (eval excluded)
+  double samples_per_sec = 0.0;  // training samples / seconds
+  double lr = 0.0, momentum = 0.0;
+  double best_val_acc = 0.0;
+  bool is_best = false;
+};
+
+struct TrainResult {
+  int64_t first_epoch = 0;  // > 0 when resumed
+  int64_t epochs_run = 0;
+  double final_val_acc = 0.0;
+  double best_val_acc = 0.0;
+  int64_t best_epoch = -1;
+  double seconds = 0.0;  // wall time of this process's train() call
+};
+
+struct TrainHooks {
+  // Called after each epoch (after its checkpoint): the app prints in its own format.
+  std::function<void(const EpochStats&)> on_epoch;
+  // App-level options saved with the config in checkpoints (data paths, layer sizes).
+  nlohmann::json app_config;
+};
+
+// Applies --threads and --seed (seed before the model is built so init is reproducible) and
+// resolves --device: "cuda" without a usable GPU is an error, never a silent CPU run.
+torch::Device init_runtime(const TrainConfig& cfg);
+
+// Mean loss and accuracy of `model` over one pass of `data` (epoch 0 order), without grad.
+EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device);
+
+// Trains cfg.epochs epochs in total (resuming when asked), evaluating on `val` after each,
+// checkpointing per cfg.checkpoint and writing cfg.output_dir/{metrics.jsonl, model.pt}.
+// Throws ctrain::Error on bad input; files already written stay valid.
+// `device` comes from init_runtime(); the module is moved there.
+TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
+                  data::BatchSource& train_data, data::BatchSource& val_data,
+                  const TrainHooks& hooks);
+
+}  // namespace ctrain::engine

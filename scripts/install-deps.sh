@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs ctrain's Debian 12 build/test dependencies. A no-op (no apt, no root needed) when
+# everything is already installed.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libtorch-dev libopenblas0-pthread   # without openblas-pthread LibTorch uses reference BLAS (~20x slower)
+  libgloo-dev                         # c10d's ProcessGroupGloo.hpp includes gloo headers
+  libopencv-dev libonnx-dev libprotobuf-dev
+  libopenmpi-dev openmpi-bin
+  libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  dataset-fashion-mnist               # the embedded default data (IDX files)
+  python3-torch                       # the PyTorch peer for parity tests and benchmarks
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null || { echo "install-deps: need root (or sudo) to apt-get install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
