@@ -6,6 +6,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <set>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -84,6 +86,44 @@ CheckpointMeta read_meta(torch::serialize::InputArchive& ar) {
   return m;
 }
 
+// LibTorch's Module::load silently *replaces* a parameter whose saved shape differs (it calls
+// set_), so a checkpoint of another model would load "fine". Load tensor by tensor instead,
+// collecting every missing, unexpected or mis-shaped name for one clear error.
+void load_module_checked(torch::serialize::InputArchive& ar, torch::nn::Module& module,
+                         const std::string& prefix, std::vector<std::string>* problems) {
+  torch::NoGradGuard no_grad;
+  std::set<std::string> expected;
+  auto load_one = [&](const std::string& name, torch::Tensor& dst, bool is_buffer) {
+    expected.insert(name);
+    if (!dst.defined()) return;
+    torch::Tensor src;
+    if (!ar.try_read(name, src, is_buffer)) {
+      problems->push_back("missing " + prefix + name);
+    } else if (src.sizes() != dst.sizes()) {
+      std::ostringstream msg;
+      msg << prefix << name << " has shape " << src.sizes() << " in the file, " << dst.sizes()
+          << " in the model";
+      problems->push_back(msg.str());
+    } else {
+      dst.copy_(src);
+    }
+  };
+  for (auto& p : module.named_parameters(/*recurse=*/false)) load_one(p.key(), p.value(), false);
+  for (auto& b : module.named_buffers(/*recurse=*/false)) load_one(b.key(), b.value(), true);
+  for (const auto& child : module.named_children()) {
+    expected.insert(child.key());
+    torch::serialize::InputArchive child_ar;
+    if (!ar.try_read(child.key(), child_ar)) {
+      problems->push_back("missing " + prefix + child.key() + ".*");
+      continue;
+    }
+    load_module_checked(child_ar, *child.value(), prefix + child.key() + ".", problems);
+  }
+  for (const auto& key : ar.keys()) {
+    if (!expected.count(key)) problems->push_back("unexpected " + prefix + key);
+  }
+}
+
 c10::Device module_device(torch::nn::Module& module) {
   auto params = module.parameters();
   return params.empty() ? c10::Device(c10::kCPU) : params.front().device();
@@ -132,7 +172,16 @@ CheckpointMeta checkpoint_load(const std::string& path, torch::nn::Module& modul
     CheckpointMeta meta = read_meta(ar);
     torch::serialize::InputArchive model_ar;
     ar.read("model", model_ar);
-    module.load(model_ar);
+    std::vector<std::string> problems;
+    load_module_checked(model_ar, module, "", &problems);
+    if (!problems.empty()) {
+      std::string list;
+      for (size_t i = 0; i < problems.size() && i < 10; ++i) list += "\n    " + problems[i];
+      if (problems.size() > 10) list += "\n    ... " + std::to_string(problems.size() - 10) + " more";
+      throw Error(path + ": checkpoint does not fit this model (" +
+                      std::to_string(problems.size()) + " problems):" + list,
+                  "was it written with other model options (layer sizes, arch, classes)?");
+    }
     if (optimizer != nullptr) {
       torch::serialize::InputArchive optim_ar;
       ar.read("optimizer", optim_ar);

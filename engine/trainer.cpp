@@ -76,31 +76,35 @@ void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& group : opt.param_groups()) group.options().set_lr(lr);
 }
 
-// Picks the checkpoint to resume from; returns nullopt to start fresh.
+// Picks the checkpoint to resume from; returns nullopt to start fresh. A corrupt or torn file
+// is skipped (the newest good one wins); a checkpoint of another model is an error, because
+// training over it would prune the user's checkpoints.
 std::optional<std::string> resume_source(const TrainConfig& cfg, const std::string& ckpt_dir,
                                          const nlohmann::json& spec) {
-  auto check_spec = [&](const std::string& path) {
-    const CheckpointMeta m = checkpoint_peek(path);
+  auto check_spec = [&](const std::string& path, const CheckpointMeta& m) {
     if (m.spec != spec) {
       throw Error(path + " holds a different model: " + m.spec.dump() + ", this run builds " +
                       spec.dump(),
-                  "resume with the model options the checkpoint was written with");
+                  "resume with the model options the checkpoint was written with, or use "
+                  "another --output-dir");
     }
   };
   if (!cfg.checkpoint.resume_from.empty()) {
-    check_spec(cfg.checkpoint.resume_from);
+    check_spec(cfg.checkpoint.resume_from, checkpoint_peek(cfg.checkpoint.resume_from));
     return cfg.checkpoint.resume_from;
   }
   if (!cfg.checkpoint.resume) return std::nullopt;
   const auto all = checkpoint_list(ckpt_dir);
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    CheckpointMeta m;
     try {
-      check_spec(*it);
-      return *it;
+      m = checkpoint_peek(*it);
     } catch (const Error& e) {
-      // A torn or corrupt newest file must not stop a restart: fall back to an older one.
-      std::cerr << "warning: skipping checkpoint " << *it << ": " << e.what() << "\n";
+      std::cerr << "warning: skipping unreadable checkpoint: " << e.what() << "\n";
+      continue;
     }
+    check_spec(*it, m);
+    return *it;
   }
   std::cout << "resume: no usable checkpoint in " << ckpt_dir << ", starting from scratch\n";
   return std::nullopt;

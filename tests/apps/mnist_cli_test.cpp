@@ -1,0 +1,114 @@
+// ctrain-mnist as a user runs it: a real process, real files, exit codes.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "../support/fixtures.h"
+#include "engine/checkpoint.h"
+#include "models/mlp.h"
+
+namespace {
+
+using ctrain::testing::bin;
+using ctrain::testing::run_command;
+using ctrain::testing::TempDir;
+namespace fs = std::filesystem;
+
+class MnistCliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new TempDir;
+    ctrain::testing::write_synthetic_mnist(data_->path().string(), 500, 100);
+  }
+  static void TearDownTestSuite() { delete data_; }
+  static std::string mnist(const std::string& args) {
+    return bin("ctrain-mnist") + " --data-folder " + data_->path().string() + " --threads 1 " + args;
+  }
+  static TempDir* data_;
+  TempDir out_;
+};
+TempDir* MnistCliTest::data_ = nullptr;
+
+TEST_F(MnistCliTest, UnknownFlagIsUsageError) {
+  const auto r = run_command(mnist("--no-such-flag 3"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("no-such-flag"), std::string::npos) << r.output;
+}
+
+TEST_F(MnistCliTest, WrongTypeAndOutOfRangeAreUsageErrors) {
+  auto r = run_command(mnist("--epochs abc"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = run_command(mnist("--epochs 0 --output-dir " + (out_ / "o")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--epochs"), std::string::npos) << r.output;
+  r = run_command(mnist("--learning-rate -1 --output-dir " + (out_ / "o")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--learning-rate"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out_ / "o"));
+}
+
+TEST_F(MnistCliTest, MissingDataFolderFailsBeforeTouchingOutputs) {
+  const auto r = run_command(bin("ctrain-mnist") + " --data-folder " + (out_ / "nodata") +
+                             " --output-dir " + (out_ / "o"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find(out_ / "nodata"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out_ / "o"));
+}
+
+TEST_F(MnistCliTest, HelpExitsZero) {
+  const auto r = run_command(bin("ctrain-mnist") + " --help");
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_NE(r.output.find("--first-layer-neurons"), std::string::npos);
+}
+
+TEST_F(MnistCliTest, UnderscoreSpellingsTrainAndPrintLikeTheSample) {
+  const auto r = run_command(mnist("--batch_size 32 --first_layer_neurons 64 --second_layer_neurons 32 "
+                                   "--learning_rate 0.1 --epochs 2 --output_dir " + (out_ / "o")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("0 -- Training accuracy:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 -- Training accuracy:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("final_acc"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(out_ / "o/model.pt"));
+  EXPECT_TRUE(fs::exists(out_ / "o/metrics.jsonl"));
+  const auto meta = ctrain::engine::checkpoint_peek(out_ / "o/model.pt");
+  EXPECT_EQ(meta.spec["hidden1"], 64);
+  EXPECT_EQ(meta.config["app"]["batch_size"], 32);
+}
+
+TEST_F(MnistCliTest, ResumeIsBitIdenticalAcrossProcesses) {
+  auto r = run_command(mnist("--epochs 2 --momentum 0.9 --output-dir " + (out_ / "full")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(mnist("--epochs 1 --momentum 0.9 --output-dir " + (out_ / "split")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(mnist("--epochs 2 --momentum 0.9 --resume --output-dir " + (out_ / "split")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("0 -- Training"), std::string::npos) << "epoch 0 was re-trained";
+  ctrain::models::Mlp a(ctrain::models::MlpOptions{}), b(ctrain::models::MlpOptions{});
+  ctrain::engine::checkpoint_load(out_ / "full/model.pt", *a, nullptr);
+  ctrain::engine::checkpoint_load(out_ / "split/model.pt", *b, nullptr);
+  for (size_t i = 0; i < a->parameters().size(); ++i) {
+    EXPECT_TRUE(torch::equal(a->parameters()[i], b->parameters()[i])) << i;
+  }
+}
+
+TEST_F(MnistCliTest, ResumeFromMissingFileOrOtherModelIsAnError) {
+  auto r = run_command(mnist("--epochs 1 --resume-from " + (out_ / "nope.pt") +
+                             " --output-dir " + (out_ / "o")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("nope.pt"), std::string::npos) << r.output;
+  r = run_command(mnist("--epochs 1 --first-layer-neurons 16 --output-dir " + (out_ / "o")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(mnist("--epochs 2 --first-layer-neurons 32 --output-dir " + (out_ / "o2") +
+                        " --resume-from " + (out_ / "o/checkpoints/epoch-0000.pt")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("different model"), std::string::npos) << r.output;
+  // --resume over another model's checkpoints refuses rather than training over (and
+  // pruning) them.
+  r = run_command(mnist("--epochs 2 --resume --first-layer-neurons 32 --output-dir " + (out_ / "o")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("different model"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(out_ / "o/checkpoints/epoch-0000.pt"));
+}
+
+}  // namespace

@@ -1,0 +1,172 @@
+#include "engine/trainer.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "../support/fixtures.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "data/idx.h"
+#include "data/sampler.h"
+#include "engine/checkpoint.h"
+#include "models/mlp.h"
+
+namespace ctrain::engine {
+namespace {
+
+using ctrain::testing::TempDir;
+
+// Everything one in-process training run needs, built the way ctrain-mnist builds it.
+struct MnistRun {
+  TrainConfig cfg;
+  models::Mlp mlp{nullptr};
+  Model model;
+  std::unique_ptr<data::TensorBatchSource> train, val;
+  std::vector<EpochStats> epochs;
+
+  MnistRun(const std::string& out, int64_t epochs_total, double lr = 0.05) {
+    cfg.epochs = epochs_total;
+    cfg.output_dir = out;
+    cfg.device = "cpu";
+    cfg.optim.learning_rate = lr;
+    cfg.optim.momentum = 0.5;  // momentum state must survive a resume too
+  }
+  TrainResult go(const data::MnistData& d) {
+    cfg.validate();
+    const torch::Device device = init_runtime(cfg);
+    mlp = models::Mlp(models::MlpOptions{});
+    model = Model{mlp.ptr(), [m = mlp](const torch::Tensor& x) mutable { return m->forward(x); },
+                  {{"arch", "mlp"}}};
+    train = std::make_unique<data::TensorBatchSource>(
+        d.train.images, d.train.labels, 32,
+        data::ShardSampler(d.train.images.size(0), 0, 1, cfg.seed, true));
+    val = std::make_unique<data::TensorBatchSource>(
+        d.test.images, d.test.labels, 100,
+        data::ShardSampler(d.test.images.size(0), 0, 1, cfg.seed, false));
+    TrainHooks hooks;
+    hooks.on_epoch = [this](const EpochStats& s) { epochs.push_back(s); };
+    return train_model(device, hooks);
+  }
+  TrainResult train_model(torch::Device device, const TrainHooks& hooks) {
+    return ctrain::engine::train(cfg, device, model, *train, *val, hooks);
+  }
+};
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_dir_ = new TempDir;
+    ctrain::testing::write_synthetic_mnist(data_dir_->path().string(), 640, 200);
+    data_ = new data::MnistData(data::load_mnist(data_dir_->path().string()));
+  }
+  static void TearDownTestSuite() {
+    delete data_;
+    delete data_dir_;
+  }
+  static TempDir* data_dir_;
+  static data::MnistData* data_;
+  TempDir out_;
+};
+TempDir* TrainerTest::data_dir_ = nullptr;
+data::MnistData* TrainerTest::data_ = nullptr;
+
+std::vector<torch::Tensor> load_model_params(const std::string& path) {
+  models::Mlp m(models::MlpOptions{});
+  checkpoint_load(path, *m, nullptr);
+  return m->parameters();
+}
+
+TEST_F(TrainerTest, LearnsAndWritesOutputs) {
+  MnistRun r(out_ / "o", 3);
+  const TrainResult res = r.go(*data_);
+  ASSERT_EQ(r.epochs.size(), 3u);
+  EXPECT_LT(r.epochs[2].train_loss, r.epochs[0].train_loss);
+  EXPECT_GT(res.final_val_acc, 0.9);  // 10 classes: chance is 0.1
+  EXPECT_TRUE(std::filesystem::exists(out_ / "o/model.pt"));
+  EXPECT_EQ(checkpoint_list(out_ / "o/checkpoints").size(), 3u);
+  std::ifstream metrics(out_ / "o/metrics.jsonl");
+  std::string line;
+  int lines = 0;
+  while (std::getline(metrics, line)) {
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["epoch"], lines);
+    for (const char* k : {"train_loss", "training_acc", "validation_acc", "seconds",
+                          "samples_per_sec", "lr"}) {
+      EXPECT_TRUE(j.contains(k)) << k;
+    }
+    ++lines;
+  }
+  EXPECT_EQ(lines, 3);
+}
+
+TEST_F(TrainerTest, TwoEpochsEqualOnePlusResumedOneBitForBit) {
+  MnistRun full(out_ / "full", 2);
+  full.go(*data_);
+  MnistRun first(out_ / "split", 1);
+  first.go(*data_);
+  MnistRun second(out_ / "split", 2);
+  second.cfg.checkpoint.resume = true;
+  const TrainResult res = second.go(*data_);
+  EXPECT_EQ(res.first_epoch, 1);
+  EXPECT_EQ(res.epochs_run, 1);
+  const auto a = load_model_params(out_ / "full/model.pt");
+  const auto b = load_model_params(out_ / "split/model.pt");
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "param " << i;
+  ASSERT_EQ(second.epochs.size(), 1u);
+  EXPECT_DOUBLE_EQ(second.epochs[0].train_loss, full.epochs[1].train_loss);
+}
+
+TEST_F(TrainerTest, ResumeSkipsACorruptNewestCheckpoint) {
+  MnistRun first(out_ / "o", 2);
+  first.go(*data_);
+  const std::string newest = checkpoint_path(out_ / "o/checkpoints", 1);
+  std::string bytes = read_file(newest);
+  bytes[bytes.size() - 10] ^= 1;
+  write_file_atomic(newest, bytes);
+  MnistRun again(out_ / "o", 2);
+  again.cfg.checkpoint.resume = true;
+  const TrainResult res = again.go(*data_);
+  EXPECT_EQ(res.first_epoch, 1);  // fell back to epoch 0's checkpoint and redid epoch 1
+}
+
+TEST_F(TrainerTest, DivergingLossStopsBeforeACheckpoint) {
+  MnistRun r(out_ / "o", 2, /*lr=*/1e30);
+  try {
+    r.go(*data_);
+    FAIL() << "expected the non-finite loss to stop training";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("epoch 0"), std::string::npos) << e.what();
+  }
+  EXPECT_TRUE(checkpoint_list(out_ / "o/checkpoints").empty());
+  EXPECT_FALSE(std::filesystem::exists(out_ / "o/model.pt"));
+}
+
+TEST_F(TrainerTest, UnwritableOutputDirFailsBeforeTraining) {
+  std::ofstream(out_ / "afile") << "x";
+  MnistRun r(out_ / "afile/sub", 1);
+  EXPECT_THROW(r.go(*data_), Error);
+  EXPECT_TRUE(r.epochs.empty());
+}
+
+TEST(TrainConfigTest, ValidateNamesTheFlag) {
+  TrainConfig c;
+  c.epochs = 0;
+  try {
+    c.validate();
+    FAIL();
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--epochs"), std::string::npos);
+  }
+  c = TrainConfig{};
+  c.device = "tpu";
+  EXPECT_THROW(c.validate(), ConfigError);
+  c = TrainConfig{};
+  c.checkpoint.resume = true;
+  c.checkpoint.resume_from = "x";
+  EXPECT_THROW(c.validate(), ConfigError);
+}
+
+}  // namespace
+}  // namespace ctrain::engine

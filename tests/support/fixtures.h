@@ -1,0 +1,118 @@
+#pragma once
+// Shared test fixtures: temporary directories, IDX file writers, synthetic MNIST-like data
+// written as real files, and running the built binaries as real processes.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace ctrain::testing {
+
+namespace fs = std::filesystem;
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "ctrain-test-XXXXXX").string();
+    if (::mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+inline void write_bytes(const std::string& path, const std::string& bytes, bool gz) {
+  if (gz) {
+    gzFile f = gzopen(path.c_str(), "wb");
+    ASSERT_NE(f, nullptr) << path;
+    ASSERT_EQ(gzwrite(f, bytes.data(), static_cast<unsigned>(bytes.size())),
+              static_cast<int>(bytes.size()));
+    gzclose(f);
+  } else {
+    std::ofstream(path, std::ios::binary).write(bytes.data(), bytes.size());
+  }
+}
+
+// The bytes of an IDX file of unsigned bytes with the given dims.
+inline std::string idx_bytes(const std::vector<uint32_t>& dims, const std::vector<uint8_t>& data) {
+  std::string s = {0, 0, 0x08, static_cast<char>(dims.size())};
+  for (uint32_t d : dims) {
+    for (int shift = 24; shift >= 0; shift -= 8) s.push_back(static_cast<char>((d >> shift) & 0xff));
+  }
+  s.append(reinterpret_cast<const char*>(data.data()), data.size());
+  return s;
+}
+
+// A learnable MNIST-like split: class c lights up row band c (rows 2c..2c+3) of a 28x28 image
+// over uniform noise, so an MLP separates the classes within an epoch or two.
+struct SyntheticSplit {
+  std::vector<uint8_t> images, labels;
+};
+inline SyntheticSplit synthetic_split(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> noise(0, 120), label(0, 9);
+  SyntheticSplit s;
+  s.images.resize(static_cast<size_t>(n) * 784);
+  s.labels.resize(n);
+  for (int i = 0; i < n; ++i) {
+    const int c = label(rng);
+    s.labels[i] = static_cast<uint8_t>(c);
+    for (int p = 0; p < 784; ++p) {
+      const int row = p / 28;
+      const bool lit = row >= 2 * c + 2 && row < 2 * c + 6;
+      s.images[static_cast<size_t>(i) * 784 + p] =
+          static_cast<uint8_t>(lit ? 255 - noise(rng) / 2 : noise(rng));
+    }
+  }
+  return s;
+}
+
+// Writes the four MNIST files into `dir` (gzipped or raw).
+inline void write_synthetic_mnist(const std::string& dir, int n_train, int n_test, bool gz = true) {
+  fs::create_directories(dir);
+  const std::string ext = gz ? ".gz" : "";
+  const SyntheticSplit tr = synthetic_split(n_train, 1), te = synthetic_split(n_test, 2);
+  const uint32_t ntr = n_train, nte = n_test;
+  write_bytes(dir + "/train-images-idx3-ubyte" + ext, idx_bytes({ntr, 28, 28}, tr.images), gz);
+  write_bytes(dir + "/train-labels-idx1-ubyte" + ext, idx_bytes({ntr}, tr.labels), gz);
+  write_bytes(dir + "/t10k-images-idx3-ubyte" + ext, idx_bytes({nte, 28, 28}, te.images), gz);
+  write_bytes(dir + "/t10k-labels-idx1-ubyte" + ext, idx_bytes({nte}, te.labels), gz);
+}
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs a shell command as a real process and captures its output.
+inline CommandResult run_command(const std::string& cmd) {
+  CommandResult r;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  const int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+inline std::string bin(const std::string& name) { return std::string(CTRAIN_BIN_DIR) + "/" + name; }
+
+}  // namespace ctrain::testing
