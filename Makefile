@@ -24,7 +24,7 @@ test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 bench: build
-	bash benchmarks/mnist_vs_pytorch.sh
+	/usr/bin/python3 benchmarks/mnist_vs_pytorch.py
 
 clean:
 	rm -rf $(BUILD_DIR)
