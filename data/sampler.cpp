@@ -7,14 +7,16 @@
 namespace ctrain::data {
 
 ShardSampler::ShardSampler(int64_t dataset_size, int64_t rank, int64_t world_size,
-                           uint64_t seed, bool shuffle)
-    : size_(dataset_size), rank_(rank), world_size_(world_size), seed_(seed), shuffle_(shuffle) {
+                           uint64_t seed, bool shuffle, bool pad)
+    : size_(dataset_size), rank_(rank), world_size_(world_size), seed_(seed), shuffle_(shuffle),
+      pad_(pad) {
   if (dataset_size <= 0) throw Error("ShardSampler: empty dataset");
   if (world_size <= 0 || rank < 0 || rank >= world_size) {
     throw Error("ShardSampler: rank " + std::to_string(rank) + " is outside world_size " +
                 std::to_string(world_size));
   }
-  per_rank_ = (size_ + world_size_ - 1) / world_size_;
+  per_rank_ = pad_ ? (size_ + world_size_ - 1) / world_size_
+                  : (size_ - rank_ + world_size_ - 1) / world_size_;
 }
 
 torch::Tensor ShardSampler::indices(int64_t epoch) const {
@@ -25,6 +27,7 @@ torch::Tensor ShardSampler::indices(int64_t epoch) const {
   } else {
     order = torch::arange(size_, torch::kInt64);
   }
+  if (!pad_) return order.slice(0, rank_, size_, world_size_).contiguous();
   const int64_t total = per_rank_ * world_size_;
   if (total > size_) {
     // Wrap around (repeatedly, for tiny datasets) as DistributedSampler does.

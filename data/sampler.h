@@ -11,10 +11,12 @@ namespace ctrain::data {
 // padded by wrapping to a multiple of world_size, and rank r takes positions r, r+W, r+2W, ...
 // Shards are disjoint apart from the padding, cover the dataset, and are equally long, so
 // every rank takes the same number of steps. With world_size 1 this is a plain shuffle.
+// pad=false (evaluation) skips the padding: shards then differ in length by at most one and
+// their union is exactly the dataset, so global metrics count every sample once.
 class ShardSampler {
  public:
   ShardSampler(int64_t dataset_size, int64_t rank, int64_t world_size, uint64_t seed,
-               bool shuffle);
+               bool shuffle, bool pad = true);
   // The indices (int64 tensor) this rank visits in `epoch`, in order.
   torch::Tensor indices(int64_t epoch) const;
   int64_t samples_per_rank() const { return per_rank_; }
@@ -24,7 +26,7 @@ class ShardSampler {
  private:
   int64_t size_, rank_, world_size_, per_rank_;
   uint64_t seed_;
-  bool shuffle_;
+  bool shuffle_, pad_;
 };
 
 // Batches gathered from tensors that hold a whole dataset (MNIST fits in 200 MB). Slicing the

@@ -24,6 +24,12 @@ struct CheckpointConfig {
   std::string resume_from;  // --resume-from PATH
 };
 
+struct DistConfig {
+  double timeout_s = 300;   // --dist-timeout: rendezvous and every collective give up after this
+  double bucket_mb = 25;    // --bucket-mb: DDP gradient bucket size
+  int64_t accumulate = 1;   // --accumulate N: N micro-batches per optimizer step (no_sync for N-1)
+};
+
 struct TrainConfig {
   int64_t epochs = 20;  // --epochs: the total, so a resumed run trains epochs - done
   int64_t seed = 42;    // --seed: init, shuffle order (with the epoch), everything random
@@ -36,6 +42,7 @@ struct TrainConfig {
   bool keep_best = false;
   OptimConfig optim;
   CheckpointConfig checkpoint;
+  DistConfig dist;
 
   // Throws ConfigError naming the offending flag.
   void validate() const;

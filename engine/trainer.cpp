@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -11,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "distributed/ddp.h"
 #include "engine/checkpoint.h"
 
 namespace ctrain::engine {
@@ -29,11 +31,12 @@ double seconds_since(Clock::time_point t0) {
 // so it happens only when a line is printed.
 class Progress {
  public:
-  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t interval)
+  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t interval, bool enabled)
       : epoch_(epoch), epochs_(epochs), steps_(steps), interval_(interval),
-        tty_(::isatty(STDOUT_FILENO) == 1), start_(Clock::now()), last_(start_) {}
+        tty_(::isatty(STDOUT_FILENO) == 1), enabled_(enabled), start_(Clock::now()), last_(start_) {}
 
   void step(int64_t done, int64_t samples, const torch::Tensor& loss) {
+    if (!enabled_) return;
     const auto now = Clock::now();
     const double since_last = std::chrono::duration<double>(now - last_).count();
     const bool due = interval_ > 0 ? done % interval_ == 0 : since_last >= (tty_ ? 0.1 : 10.0);
@@ -61,7 +64,7 @@ class Progress {
 
  private:
   int64_t epoch_, epochs_, steps_, interval_;
-  bool tty_, dirty_ = false;
+  bool tty_, enabled_, dirty_ = false;
   Clock::time_point start_, last_;
 };
 
@@ -119,6 +122,21 @@ void prune_checkpoints(const std::string& dir, int64_t keep) {
   }
 }
 
+// (loss sum, correct count, sample count) summed over ranks: one host sync and one allreduce.
+std::array<double, 3> global_sums(const torch::Tensor& loss_sum, const torch::Tensor& correct,
+                                  int64_t samples, distributed::ProcessGroup* pg,
+                                  const std::string& what) {
+  const auto dev = loss_sum.device();
+  torch::Tensor sums = torch::stack({loss_sum.to(torch::kDouble), correct.to(torch::kDouble),
+                                     torch::full({}, static_cast<double>(samples),
+                                                 torch::TensorOptions().dtype(torch::kDouble).device(dev))});
+  // Gloo reduces host tensors; NCCL only device tensors.
+  if (pg != nullptr && pg->backend() != "nccl") sums = sums.cpu();
+  if (pg != nullptr) pg->allreduce_sum(sums, "allreduce of " + what);
+  sums = sums.cpu();
+  return {sums[0].item<double>(), sums[1].item<double>(), sums[2].item<double>()};
+}
+
 }  // namespace
 
 void TrainConfig::validate() const {
@@ -138,6 +156,9 @@ void TrainConfig::validate() const {
     throw ConfigError("--device must be auto, cpu, cuda or cuda:N, got '" + device + "'");
   }
   if (output_dir.empty()) throw ConfigError("--output-dir must not be empty");
+  if (!(dist.timeout_s > 0)) throw ConfigError("--dist-timeout must be positive (seconds)");
+  if (!(dist.bucket_mb > 0)) throw ConfigError("--bucket-mb must be positive");
+  if (dist.accumulate < 1) throw ConfigError("--accumulate must be >= 1");
   if (checkpoint.resume && !checkpoint.resume_from.empty()) {
     throw ConfigError("--resume and --resume-from are exclusive: pick one");
   }
@@ -156,22 +177,39 @@ nlohmann::json TrainConfig::to_json() const {
           {"lr_step_size", optim.lr_step_size},
           {"lr_gamma", optim.lr_gamma},
           {"checkpoint_every", checkpoint.every},
+          {"accumulate", dist.accumulate},
+          {"bucket_mb", dist.bucket_mb},
           {"keep_checkpoints", checkpoint.keep}};
 }
 
-torch::Device init_runtime(const TrainConfig& cfg) {
+Runtime init_runtime(const TrainConfig& cfg, const distributed::DistFlags& flags,
+                     const distributed::EnvLookup& env) {
+  Runtime rt;
+  rt.launch = distributed::resolve_launch(flags, env);
   if (cfg.threads > 0) torch::set_num_threads(cfg.threads);
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
-  if (cfg.device == "cpu") return torch::kCPU;
-  if (cfg.device == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
-  if (!torch::cuda::is_available()) {
+  if (cfg.device == "cpu" || (cfg.device == "auto" && !torch::cuda::is_available())) {
+    rt.device = torch::kCPU;
+  } else if (!torch::cuda::is_available()) {
     throw ConfigError("--device " + cfg.device + " asked for CUDA, but this LibTorch sees no GPU",
                       "use --device cpu (or auto), or build against a CUDA LibTorch");
+  } else if (cfg.device == "cuda" || cfg.device == "auto") {
+    // One GPU per local rank, as torchrun users expect.
+    rt.device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(
+                                                rt.launch.local_rank % torch::cuda::device_count()));
+  } else {
+    rt.device = torch::Device(cfg.device);
   }
-  return torch::Device(cfg.device);
+  if (rt.launch.is_distributed()) {
+    rt.pg = distributed::ProcessGroup::create(
+        rt.launch, rt.launch.backend, rt.device,
+        std::chrono::milliseconds(static_cast<int64_t>(cfg.dist.timeout_s * 1000)));
+  }
+  return rt;
 }
 
-EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device) {
+EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device,
+                   distributed::ProcessGroup* pg) {
   torch::NoGradGuard no_grad;
   model.module->eval();
   data.start_epoch(0);
@@ -187,22 +225,33 @@ EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device) 
     correct += logits.argmax(1).eq(y).sum();
     samples += y.size(0);
   }
+  const auto sums = global_sums(loss_sum, correct, samples, pg, "evaluation metrics");
   EvalStats s;
-  s.samples = samples;
-  if (samples > 0) {
-    s.loss = loss_sum.item<double>() / samples;
-    s.acc = static_cast<double>(correct.item<int64_t>()) / samples;
+  s.samples = static_cast<int64_t>(sums[2]);
+  if (s.samples > 0) {
+    s.loss = sums[0] / s.samples;
+    s.acc = sums[1] / s.samples;
   }
   return s;
 }
 
-TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
+TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
                   data::BatchSource& train_data, data::BatchSource& val_data,
                   const TrainHooks& hooks) {
   const auto t_start = Clock::now();
-  ensure_writable_dir(cfg.output_dir);
+  TrainConfig cfg = cfg_in;
+  // A launcher restart (TORCHELASTIC_RESTART_COUNT > 0) continues from the checkpoints.
+  if (rt.launch.restart_count > 0 && cfg.checkpoint.resume_from.empty()) {
+    cfg.checkpoint.resume = true;
+  }
+  const bool rank0 = rt.is_rank0();
+  distributed::ProcessGroup* pg = rt.pg.get();
+  const torch::Device device = rt.device;
   const std::string ckpt_dir = (fs::path(cfg.output_dir) / "checkpoints").string();
-  ensure_writable_dir(ckpt_dir);
+  if (rank0) {
+    ensure_writable_dir(cfg.output_dir);
+    ensure_writable_dir(ckpt_dir);
+  }
 
   model.module->to(device);
   torch::optim::SGD optimizer(model.module->parameters(),
@@ -211,11 +260,30 @@ TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
                                   .weight_decay(cfg.optim.weight_decay));
   nlohmann::json run_config = cfg.to_json();
   run_config["app"] = hooks.app_config;
+  run_config["world_size"] = rt.launch.world_size;
 
   CheckpointMeta meta;
   if (auto src = resume_source(cfg, ckpt_dir, model.spec)) {
     meta = checkpoint_load(*src, *model.module, &optimizer);
-    std::cout << "resumed from " << *src << " (epoch " << meta.epoch << " done)\n";
+    if (rank0) std::cout << "resumed from " << *src << " (epoch " << meta.epoch << " done)\n";
+  }
+  std::unique_ptr<distributed::DistributedDataParallel> ddp;
+  if (pg != nullptr) {
+    // Every rank must continue from the same epoch (a rank that cannot see rank 0's
+    // checkpoints, e.g. an --output-dir that is not shared between nodes, would not).
+    // Each rank checks sum == W * own: all ranks pass only if every value equals the mean.
+    torch::Tensor e = torch::tensor({meta.epoch}, torch::kInt64);
+    if (pg->backend() == "nccl") e = e.to(device);
+    pg->allreduce_sum(e, "resume epoch agreement");
+    e = e.cpu();
+    if (e[0].item<int64_t>() != meta.epoch * pg->size()) {
+      throw Error("ranks resume from different epochs (this rank: " + std::to_string(meta.epoch) +
+                      ")",
+                  "every rank must see the same --output-dir/checkpoints (a shared file system)");
+    }
+    ddp = std::make_unique<distributed::DistributedDataParallel>(model.module, *pg,
+                                                                 cfg.dist.bucket_mb);
+    ddp->broadcast_from_rank0();
   }
   TrainResult result;
   result.first_epoch = meta.epoch + 1;
@@ -223,16 +291,26 @@ TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
   result.best_epoch = meta.best_epoch;
 
   const std::string model_path = (fs::path(cfg.output_dir) / "model.pt").string();
-  std::ofstream metrics((fs::path(cfg.output_dir) / "metrics.jsonl").string(), std::ios::app);
-  if (!metrics) throw Error("cannot open " + cfg.output_dir + "/metrics.jsonl for appending");
+  std::ofstream metrics;
+  if (rank0) {
+    metrics.open((fs::path(cfg.output_dir) / "metrics.jsonl").string(), std::ios::app);
+    if (!metrics) throw Error("cannot open " + cfg.output_dir + "/metrics.jsonl for appending");
+  }
+  auto save = [&](const std::string& path, torch::optim::Optimizer* opt, const std::string& what) {
+    if (rank0) checkpoint_save(path, *model.module, opt, meta);
+    // No rank runs ahead of a save: a crash right after it restarts everyone from it.
+    if (pg != nullptr) pg->barrier(what);
+  };
 
   const auto opts = torch::TensorOptions().device(device);
+  const int64_t accumulate = cfg.dist.accumulate;
   for (int64_t epoch = result.first_epoch; epoch < cfg.epochs; ++epoch) {
     const double lr = step_lr(cfg.optim, epoch);
     set_lr(optimizer, lr);
     model.module->train();
     train_data.start_epoch(epoch);
-    Progress progress(epoch, cfg.epochs, train_data.batches_per_epoch(), cfg.log_interval);
+    const int64_t steps = train_data.batches_per_epoch();
+    Progress progress(epoch, cfg.epochs, steps, cfg.log_interval, rank0);
     // Running sums stay on the device: reading them is a host sync, done once per epoch.
     torch::Tensor loss_sum = torch::zeros({}, opts);
     torch::Tensor correct = torch::zeros({}, opts.dtype(torch::kInt64));
@@ -241,13 +319,20 @@ TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
 
     // ---- TRAINING STEP BEGIN -----------------------------------------------------------
     while (auto batch = train_data.next()) {
+      // With --accumulate N, N micro-batches make one optimizer step; only the last of them
+      // reduces gradients across ranks (the others are no_sync).
+      const bool sync = (step + 1) % accumulate == 0 || step + 1 == steps;
       const torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
       const torch::Tensor y = batch->target.to(device, /*non_blocking=*/true);
-      optimizer.zero_grad();
+      if (step % accumulate == 0) optimizer.zero_grad();
       const torch::Tensor logits = model.forward(x);
       const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
-      loss.backward();
-      optimizer.step();
+      if (ddp) ddp->prepare(sync);
+      (accumulate > 1 ? loss / static_cast<double>(accumulate) : loss).backward();
+      if (sync) {
+        if (ddp) ddp->finish();  // waits for the bucket allreduces: grads are now averaged
+        optimizer.step();
+      }
       // ---- everything that follows in the loop is bookkeeping --------------------------
       torch::NoGradGuard no_grad;
       loss_sum += loss.detach() * y.size(0);
@@ -259,11 +344,12 @@ TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
 
     EpochStats st;
     st.seconds = seconds_since(t_epoch);
+    const auto sums = global_sums(loss_sum, correct, samples, pg, "training metrics");
     st.epoch = epoch;
     st.epochs = cfg.epochs;
-    st.train_loss = samples ? loss_sum.item<double>() / samples : 0.0;
-    st.train_acc = samples ? static_cast<double>(correct.item<int64_t>()) / samples : 0.0;
-    st.samples_per_sec = samples / std::max(1e-9, st.seconds);
+    st.train_loss = sums[2] > 0 ? sums[0] / sums[2] : 0.0;
+    st.train_acc = sums[2] > 0 ? sums[1] / sums[2] : 0.0;
+    st.samples_per_sec = sums[2] / std::max(1e-9, st.seconds);
     st.lr = lr;
     st.momentum = cfg.optim.momentum;
     if (!std::isfinite(st.train_loss)) {
@@ -271,7 +357,7 @@ TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
                       std::to_string(epoch) + ": stopping before it reaches a checkpoint",
                   "lower --learning-rate; the last good checkpoint is in " + ckpt_dir);
     }
-    st.val = evaluate(model, val_data, device);
+    st.val = evaluate(model, val_data, device, pg);
     st.is_best = result.best_epoch < 0 || st.val.acc > result.best_val_acc;
     if (st.is_best) {
       result.best_val_acc = st.val.acc;
@@ -285,33 +371,35 @@ TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
     meta.config = run_config;
     meta.spec = model.spec;
     const bool last = epoch + 1 == cfg.epochs;
-    if (cfg.keep_best && st.is_best) checkpoint_save(model_path, *model.module, nullptr, meta);
+    if (cfg.keep_best && st.is_best) save(model_path, nullptr, "best model save");
     if (last || (cfg.checkpoint.every > 0 && (epoch + 1) % cfg.checkpoint.every == 0)) {
-      checkpoint_save(checkpoint_path(ckpt_dir, epoch), *model.module, &optimizer, meta);
-      prune_checkpoints(ckpt_dir, cfg.checkpoint.keep);
+      save(checkpoint_path(ckpt_dir, epoch), &optimizer,
+           "checkpoint save of epoch " + std::to_string(epoch));
+      if (rank0) prune_checkpoints(ckpt_dir, cfg.checkpoint.keep);
     }
-    metrics << nlohmann::json{{"epoch", epoch},
-                              {"train_loss", st.train_loss},
-                              {"training_acc", st.train_acc},
-                              {"val_loss", st.val.loss},
-                              {"validation_acc", st.val.acc},
-                              {"best_val_acc", st.best_val_acc},
-                              {"seconds", st.seconds},
-                              {"samples_per_sec", st.samples_per_sec},
-                              {"lr", st.lr},
-                              {"momentum", st.momentum}}
-                   .dump()
-            << std::endl;  // flushed per epoch: a crash loses no finished epoch's line
-    if (hooks.on_epoch) hooks.on_epoch(st);
+    if (rank0) {
+      metrics << nlohmann::json{{"epoch", epoch},
+                                {"train_loss", st.train_loss},
+                                {"training_acc", st.train_acc},
+                                {"val_loss", st.val.loss},
+                                {"validation_acc", st.val.acc},
+                                {"best_val_acc", st.best_val_acc},
+                                {"seconds", st.seconds},
+                                {"samples_per_sec", st.samples_per_sec},
+                                {"lr", st.lr},
+                                {"momentum", st.momentum},
+                                {"world_size", rt.launch.world_size}}
+                     .dump()
+              << std::endl;  // flushed per epoch: a crash loses no finished epoch's line
+      if (hooks.on_epoch) hooks.on_epoch(st);
+    }
     result.final_val_acc = st.val.acc;
     ++result.epochs_run;
   }
-  if (!cfg.keep_best) {
-    meta.spec = model.spec;
-    meta.config = run_config;
-    checkpoint_save(model_path, *model.module, nullptr, meta);
-  } else if (result.epochs_run == 0 && !fs::exists(model_path)) {
-    checkpoint_save(model_path, *model.module, nullptr, meta);
+  meta.spec = model.spec;
+  meta.config = run_config;
+  if (!cfg.keep_best || (result.epochs_run == 0 && !fs::exists(model_path))) {
+    save(model_path, nullptr, "final model save");
   }
   result.seconds = seconds_since(t_start);
   return result;

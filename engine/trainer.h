@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include "data/batch.h"
+#include "distributed/launch.h"
+#include "distributed/process_group.h"
 #include "engine/config.h"
 
 namespace ctrain::engine {
@@ -55,18 +57,32 @@ struct TrainHooks {
   nlohmann::json app_config;
 };
 
-// Applies --threads and --seed (seed before the model is built so init is reproducible) and
-// resolves --device: "cuda" without a usable GPU is an error, never a silent CPU run.
-torch::Device init_runtime(const TrainConfig& cfg);
+// What a process needs to know about where it runs. pg is null for a single process.
+struct Runtime {
+  torch::Device device = torch::kCPU;
+  distributed::LaunchInfo launch;
+  std::unique_ptr<distributed::ProcessGroup> pg;
+  bool is_rank0() const { return launch.rank == 0; }
+};
+
+// Applies --threads and --seed (seeded before the model is built so init is reproducible),
+// resolves rank/world size from `flags` and the launch environment, resolves --device (cuda
+// picks cuda:<local_rank>; "cuda" without a usable GPU is an error, never a silent CPU run),
+// and when world_size > 1 joins the process group.
+Runtime init_runtime(const TrainConfig& cfg, const distributed::DistFlags& flags = {},
+                     const distributed::EnvLookup& env = distributed::process_env());
 
 // Mean loss and accuracy of `model` over one pass of `data` (epoch 0 order), without grad.
-EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device);
+// With a process group, each rank passes its shard and the figures are global.
+EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device,
+                   distributed::ProcessGroup* pg = nullptr);
 
-// Trains cfg.epochs epochs in total (resuming when asked), evaluating on `val` after each,
-// checkpointing per cfg.checkpoint and writing cfg.output_dir/{metrics.jsonl, model.pt}.
-// Throws ctrain::Error on bad input; files already written stay valid.
-// `device` comes from init_runtime(); the module is moved there.
-TrainResult train(const TrainConfig& cfg, torch::Device device, Model& model,
+// Trains cfg.epochs epochs in total (resuming when asked, or when a launcher restarted the
+// group), evaluating on `val` after each, checkpointing per cfg.checkpoint and writing
+// cfg.output_dir/{metrics.jsonl, model.pt}. With rt.pg, gradients are averaged by DDP, the
+// figures are global, and only rank 0 writes (the others wait at a barrier). The module is
+// moved to rt.device. Throws ctrain::Error on bad input; files already written stay valid.
+TrainResult train(const TrainConfig& cfg, Runtime& rt, Model& model,
                   data::BatchSource& train_data, data::BatchSource& val_data,
                   const TrainHooks& hooks);
 

@@ -1,12 +1,11 @@
 // ctrain-mnist: the MNIST DNN sample (784 -> 256 -> 128 -> 10, SGD, batch 64) as a native
-// binary. Wiring only: flags -> config -> data + model -> engine::train().
-#include <CLI/CLI.hpp>
+// binary, alone or as one rank of a data-parallel job. Wiring only: flags -> config ->
+// data + model -> engine::train().
 #include <torch/torch.h>
 
 #include <cstdio>
-#include <iostream>
 
-#include "core/error.h"
+#include "apps/common/cli.h"
 #include "data/idx.h"
 #include "data/sampler.h"
 #include "engine/trainer.h"
@@ -23,48 +22,33 @@ struct MnistArgs {
 };
 
 int run(int argc, char** argv) {
-  using ctrain::engine::TrainConfig;
-  TrainConfig cfg;
+  ctrain::engine::TrainConfig cfg;
   cfg.epochs = 20;
   cfg.optim.learning_rate = 0.01;
+  ctrain::distributed::DistFlags dist;
   MnistArgs a;
 
   CLI::App app{"ctrain-mnist: train the MNIST DNN (784-256-128-10 ReLU MLP, SGD)"};
   app.option_defaults()->always_capture_default();
-  // Both spellings of each flag: the sample's scripts use underscores, CLIs use dashes.
   app.add_option("--data-folder,--data_folder", a.data_folder,
                  "folder with the four MNIST IDX files (raw or .gz)")->required();
   app.add_option("--batch-size,--batch_size", a.batch_size, "mini-batch size per process");
   app.add_option("--first-layer-neurons,--first_layer_neurons", a.hidden1, "first hidden layer");
   app.add_option("--second-layer-neurons,--second_layer_neurons", a.hidden2, "second hidden layer");
   app.add_option("--learning-rate,--learning_rate", cfg.optim.learning_rate, "SGD learning rate");
-  app.add_option("--momentum", cfg.optim.momentum, "SGD momentum");
   app.add_option("--epochs,--num-epochs,--num_epochs", cfg.epochs, "total epochs");
-  app.add_option("--output-dir,--output_dir", cfg.output_dir, "where checkpoints, metrics and model go");
-  app.add_option("--seed", cfg.seed, "seed for init and shuffling");
-  app.add_option("--device", cfg.device, "auto | cpu | cuda[:N]");
-  app.add_option("--threads", cfg.threads, "intra-op CPU threads (0: LibTorch default)");
-  app.add_flag("--resume", cfg.checkpoint.resume, "continue from the newest checkpoint in --output-dir");
-  app.add_option("--resume-from,--resume_from", cfg.checkpoint.resume_from, "continue from this checkpoint file");
-  app.add_option("--checkpoint-every,--checkpoint_every", cfg.checkpoint.every, "epochs between checkpoints (0: final only)");
-  app.add_option("--keep-checkpoints,--keep_checkpoints", cfg.checkpoint.keep, "newest checkpoints kept (0: all)");
-  app.add_option("--log-interval,--log_interval", cfg.log_interval, "steps between progress lines (0: auto)");
   app.add_option("--eval-batch-size,--eval_batch_size", a.eval_batch_size, "batch size for evaluation");
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    return app.exit(e);
-  } catch (const CLI::ParseError& e) {
-    app.exit(e);
-    return 2;
-  }
+  ctrain::apps::add_train_flags(app, cfg);
+  ctrain::apps::add_dist_flags(app, dist);
+  if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
   cfg.validate();
   if (a.batch_size <= 0) throw ctrain::ConfigError("--batch-size must be positive");
   if (a.eval_batch_size <= 0) throw ctrain::ConfigError("--eval-batch-size must be positive");
 
   // Data first: a bad --data-folder fails before anything in --output-dir is touched.
   const ctrain::data::MnistData mnist = ctrain::data::load_mnist(a.data_folder);
-  const torch::Device device = ctrain::engine::init_runtime(cfg);
+  ctrain::engine::Runtime rt = ctrain::engine::init_runtime(cfg, dist);
+  const int64_t rank = rt.launch.rank, world = rt.launch.world_size;
 
   ctrain::models::MlpOptions mo;
   mo.in_features = mnist.rows * mnist.cols;
@@ -77,12 +61,14 @@ int run(int argc, char** argv) {
       {{"arch", "mlp"}, {"in_features", mo.in_features}, {"hidden1", mo.hidden1},
        {"hidden2", mo.hidden2}, {"num_classes", mo.num_classes}}};
 
+  // --batch-size is per process: the global batch is world_size x batch size.
   ctrain::data::TensorBatchSource train_data(
       mnist.train.images, mnist.train.labels, a.batch_size,
-      ctrain::data::ShardSampler(mnist.train.images.size(0), 0, 1, cfg.seed, /*shuffle=*/true));
+      ctrain::data::ShardSampler(mnist.train.images.size(0), rank, world, cfg.seed, /*shuffle=*/true));
   ctrain::data::TensorBatchSource val_data(
       mnist.test.images, mnist.test.labels, a.eval_batch_size,
-      ctrain::data::ShardSampler(mnist.test.images.size(0), 0, 1, cfg.seed, /*shuffle=*/false));
+      ctrain::data::ShardSampler(mnist.test.images.size(0), rank, world, cfg.seed,
+                                 /*shuffle=*/false, /*pad=*/false));
 
   ctrain::engine::TrainHooks hooks;
   hooks.app_config = {{"data_folder", a.data_folder}, {"batch_size", a.batch_size}};
@@ -92,28 +78,29 @@ int run(int argc, char** argv) {
                 s.samples_per_sec);
     std::fflush(stdout);
   };
-  std::printf("ctrain-mnist: %lld train / %lld test images of %lldx%lld from %s, device %s, %d threads\n",
-              static_cast<long long>(mnist.train.images.size(0)),
-              static_cast<long long>(mnist.test.images.size(0)), static_cast<long long>(mnist.rows),
-              static_cast<long long>(mnist.cols), a.data_folder.c_str(), device.str().c_str(),
-              torch::get_num_threads());
-  const auto r = ctrain::engine::train(cfg, device, model, train_data, val_data, hooks);
-  std::printf("final_acc: %.4f\n", r.final_val_acc);
-  std::printf("Training time: %.1fs (%lld epochs run, model at %s/model.pt)\n", r.seconds,
-              static_cast<long long>(r.epochs_run), cfg.output_dir.c_str());
+  if (rt.is_rank0()) {
+    std::printf("ctrain-mnist: %lld train / %lld test images of %lldx%lld from %s, device %s, %d threads\n",
+                static_cast<long long>(mnist.train.images.size(0)),
+                static_cast<long long>(mnist.test.images.size(0)), static_cast<long long>(mnist.rows),
+                static_cast<long long>(mnist.cols), a.data_folder.c_str(), rt.device.str().c_str(),
+                torch::get_num_threads());
+    if (rt.launch.is_distributed()) {
+      std::printf("distributed: %s, global batch %lld\n", rt.launch.describe().c_str(),
+                  static_cast<long long>(a.batch_size * world * cfg.dist.accumulate));
+    }
+    std::fflush(stdout);
+  }
+  const auto r = ctrain::engine::train(cfg, rt, model, train_data, val_data, hooks);
+  if (rt.is_rank0()) {
+    std::printf("final_acc: %.4f\n", r.final_val_acc);
+    std::printf("Training time: %.1fs (%lld epochs run, model at %s/model.pt)\n", r.seconds,
+                static_cast<long long>(r.epochs_run), cfg.output_dir.c_str());
+  }
   return 0;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const ctrain::ConfigError& e) {
-    std::cerr << "ctrain-mnist: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "ctrain-mnist: error: " << e.what() << "\n";
-    return 1;
-  }
+  return ctrain::apps::guarded_main("ctrain-mnist", [&] { return run(argc, argv); });
 }

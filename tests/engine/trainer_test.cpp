@@ -24,6 +24,7 @@ struct MnistRun {
   Model model;
   std::unique_ptr<data::TensorBatchSource> train, val;
   std::vector<EpochStats> epochs;
+  Runtime rt;
 
   MnistRun(const std::string& out, int64_t epochs_total, double lr = 0.05) {
     cfg.epochs = epochs_total;
@@ -34,7 +35,9 @@ struct MnistRun {
   }
   TrainResult go(const data::MnistData& d) {
     cfg.validate();
-    const torch::Device device = init_runtime(cfg);
+    rt = init_runtime(cfg, distributed::DistFlags{}, [](const std::string&) {
+      return std::optional<std::string>();  // a single process whatever the environment
+    });
     mlp = models::Mlp(models::MlpOptions{});
     model = Model{mlp.ptr(), [m = mlp](const torch::Tensor& x) mutable { return m->forward(x); },
                   {{"arch", "mlp"}}};
@@ -46,10 +49,7 @@ struct MnistRun {
         data::ShardSampler(d.test.images.size(0), 0, 1, cfg.seed, false));
     TrainHooks hooks;
     hooks.on_epoch = [this](const EpochStats& s) { epochs.push_back(s); };
-    return train_model(device, hooks);
-  }
-  TrainResult train_model(torch::Device device, const TrainHooks& hooks) {
-    return ctrain::engine::train(cfg, device, model, *train, *val, hooks);
+    return ctrain::engine::train(cfg, rt, model, *train, *val, hooks);
   }
 };
 

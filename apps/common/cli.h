@@ -1,0 +1,69 @@
+#pragma once
+// Flags and the main() wrapper shared by the trainers, so each app's main stays wiring only.
+// Header-only: it is included by one translation unit per app.
+#include <CLI/CLI.hpp>
+
+#include <functional>
+#include <iostream>
+#include <string>
+
+#include "core/error.h"
+#include "distributed/launch.h"
+#include "engine/config.h"
+
+namespace ctrain::apps {
+
+// Both spellings of each flag: the reference scripts use underscores, CLIs use dashes.
+inline void add_train_flags(CLI::App& app, engine::TrainConfig& c) {
+  app.add_option("--output-dir,--output_dir", c.output_dir, "where checkpoints, metrics and model go");
+  app.add_option("--seed", c.seed, "seed for init and shuffling");
+  app.add_option("--device", c.device, "auto | cpu | cuda[:N] (cuda: one GPU per local rank)");
+  app.add_option("--threads", c.threads, "intra-op CPU threads (0: LibTorch default)");
+  app.add_option("--momentum", c.optim.momentum, "SGD momentum");
+  app.add_flag("--resume", c.checkpoint.resume, "continue from the newest checkpoint in --output-dir");
+  app.add_option("--resume-from,--resume_from", c.checkpoint.resume_from, "continue from this checkpoint file");
+  app.add_option("--checkpoint-every,--checkpoint_every", c.checkpoint.every, "epochs between checkpoints (0: final only)");
+  app.add_option("--keep-checkpoints,--keep_checkpoints", c.checkpoint.keep, "newest checkpoints kept (0: all)");
+  app.add_option("--log-interval,--log_interval", c.log_interval, "steps between progress lines (0: auto)");
+  app.add_option("--accumulate", c.dist.accumulate, "micro-batches per optimizer step");
+  app.add_option("--bucket-mb,--bucket_mb", c.dist.bucket_mb, "DDP gradient bucket size in MB");
+  app.add_option("--dist-timeout,--dist_timeout", c.dist.timeout_s, "seconds before a rendezvous or collective gives up");
+}
+
+// The flags the Azure ML PyTorch samples pass; the launch environment fills in the rest.
+inline void add_dist_flags(CLI::App& app, distributed::DistFlags& f) {
+  app.add_option("--dist-backend,--dist_backend", f.backend, "gloo | nccl (default: nccl on CUDA, else gloo)");
+  app.add_option("--dist-url,--dist_url", f.dist_url, "env:// | tcp://host:port | file:///path");
+  app.add_option("--rank", f.rank, "this process's rank (default: from the launcher's environment)");
+  app.add_option("--world-size,--world_size", f.world_size, "number of processes");
+  app.add_option("--local-rank,--local_rank", f.local_rank, "rank on this node (picks the GPU)");
+}
+
+// Parses argv; returns an exit code to return now, or -1 to go on. Usage errors exit 2.
+inline int parse_or_exit(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+  return -1;
+}
+
+// Runs `body`, mapping ctrain::ConfigError to exit code 2 (usage) and other errors to 1, each
+// as one clear line prefixed with the program's name.
+inline int guarded_main(const char* name, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const ConfigError& e) {
+    std::cerr << name << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << name << ": error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+}  // namespace ctrain::apps

@@ -1,0 +1,53 @@
+#pragma once
+// A c10d process group (Gloo or NCCL) over a c10d store (TCPStore or FileStore), owned as one
+// object. Every blocking call names the collective in its error, so a dead or hung peer shows
+// up as "allreduce of DDP bucket 2 failed after 60 s: ..." rather than as a hang.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include "distributed/launch.h"
+
+namespace ctrain::distributed {
+
+class ProcessGroup {
+ public:
+  // Rendezvous at info.init_method and build the backend: `backend` "gloo" or "nccl" ("" picks
+  // nccl when `device` is CUDA and this LibTorch has NCCL, else gloo). Every collective, and
+  // the rendezvous itself, gives up after `timeout`.
+  static std::unique_ptr<ProcessGroup> create(const LaunchInfo& info, std::string backend,
+                                              torch::Device device,
+                                              std::chrono::milliseconds timeout);
+  ~ProcessGroup();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& backend() const { return backend_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  // Asynchronous sum-allreduce in place; finish with wait().
+  c10::intrusive_ptr<c10d::Work> allreduce_async(torch::Tensor& t);
+  // Waits for `work`, turning a failure or timeout into ctrain::Error naming `what`.
+  void wait(const c10::intrusive_ptr<c10d::Work>& work, const std::string& what);
+
+  void allreduce_sum(torch::Tensor& t, const std::string& what);
+  void broadcast(std::vector<torch::Tensor>& tensors, int root, const std::string& what);
+  void barrier(const std::string& what);
+
+ private:
+  struct Impl;
+  explicit ProcessGroup(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  int rank_ = 0, size_ = 1;
+  std::string backend_;
+  std::chrono::milliseconds timeout_{0};
+};
+
+// True when this LibTorch was built with NCCL (USE_C10D_NCCL).
+bool nccl_available();
+
+}  // namespace ctrain::distributed
