@@ -3,6 +3,9 @@
 // written as real files, and running the built binaries as real processes.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -103,7 +106,7 @@ struct CommandResult {
 // Runs a shell command as a real process and captures its output.
 inline CommandResult run_command(const std::string& cmd) {
   CommandResult r;
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  FILE* p = ::popen(("( " + cmd + " ) 2>&1").c_str(), "r");
   if (p == nullptr) return r;
   std::array<char, 4096> buf;
   size_t n;
@@ -111,6 +114,20 @@ inline CommandResult run_command(const std::string& cmd) {
   const int status = ::pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+// A TCP port that was free a moment ago (tests run in parallel: never share one).
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  socklen_t len = sizeof(a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
 }
 
 inline std::string bin(const std::string& name) { return std::string(CTRAIN_BIN_DIR) + "/" + name; }
