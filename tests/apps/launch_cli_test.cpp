@@ -1,0 +1,148 @@
+// ctrain-launch and distributed ctrain-mnist as users run them: real processes, real ranks.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+
+#include "../support/fixtures.h"
+#include "engine/checkpoint.h"
+#include "models/mlp.h"
+
+namespace {
+
+using ctrain::testing::bin;
+using ctrain::testing::free_port;
+using ctrain::testing::run_command;
+using ctrain::testing::TempDir;
+namespace fs = std::filesystem;
+
+std::string launch(int nproc, const std::string& rest) {
+  return bin("ctrain-launch") + " --nproc-per-node " + std::to_string(nproc) +
+         " --master-port " + std::to_string(free_port()) + " " + rest;
+}
+
+std::vector<torch::Tensor> model_params(const std::string& path) {
+  ctrain::models::Mlp m(ctrain::models::MlpOptions{});
+  ctrain::engine::checkpoint_load(path, *m, nullptr);
+  return m->parameters();
+}
+
+double max_abs_diff(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (a[i] - b[i]).abs().max().item<double>());
+  return d;
+}
+
+TEST(LaunchTest, SetsTorchrunVariablesAndPrefixesOutput) {
+  const auto r = run_command(launch(2, "sh -c 'echo \"$RANK/$WORLD_SIZE/$LOCAL_RANK/$LOCAL_WORLD_SIZE/$MASTER_ADDR/$TORCHELASTIC_RESTART_COUNT\"'"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("[rank 0] 0/2/0/2/127.0.0.1/0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[rank 1] 1/2/1/2/127.0.0.1/0"), std::string::npos) << r.output;
+}
+
+TEST(LaunchTest, MultiNodeRanks) {
+  const auto r = run_command(launch(2, "--nnodes 3 --node-rank 2 sh -c 'echo \"r=$RANK w=$WORLD_SIZE g=$GROUP_RANK\"'"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("[rank 5] r=5 w=6 g=2"), std::string::npos) << r.output;
+}
+
+TEST(LaunchTest, AFailingRankStopsTheOthersAndSetsTheExitCode) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto r = run_command(launch(2, "sh -c 'if [ $RANK = 1 ]; then exit 3; fi; sleep 60'"));
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.exit_code, 3) << r.output;
+  EXPECT_LT(secs, 30) << "the sleeping rank was not stopped";
+  EXPECT_NE(r.output.find("rank 1 exited with code 3"), std::string::npos) << r.output;
+}
+
+TEST(LaunchTest, RestartsTheGroupUpToMaxRestarts) {
+  const std::string prog = "sh -c 'if [ $TORCHELASTIC_RESTART_COUNT = 0 ] && [ $RANK = 1 ]; then exit 4; fi; echo attempt $TORCHELASTIC_RESTART_COUNT ok'";
+  auto r = run_command(launch(2, "--max-restarts 1 " + prog));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("restarting the group"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[rank 1] attempt 1 ok"), std::string::npos) << r.output;
+  r = run_command(launch(2, "--max-restarts 2 sh -c 'exit 5'"));
+  EXPECT_EQ(r.exit_code, 5) << r.output;
+  EXPECT_NE(r.output.find("giving up after 2 restarts"), std::string::npos) << r.output;
+}
+
+TEST(LaunchTest, UsageErrors) {
+  EXPECT_EQ(run_command(bin("ctrain-launch") + " --nproc-per-node 2").exit_code, 2);
+  EXPECT_EQ(run_command(bin("ctrain-launch") + " --nproc-per-node 0 true").exit_code, 2);
+  EXPECT_EQ(run_command(bin("ctrain-launch") + " --nnodes 2 --node-rank 2 true").exit_code, 2);
+  const auto r = run_command(bin("ctrain-launch") + " --nproc-per-node 1 /no/such/program");
+  EXPECT_EQ(r.exit_code, 127) << r.output;
+  EXPECT_NE(r.output.find("/no/such/program"), std::string::npos);
+}
+
+class DistributedMnistTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new TempDir;
+    ctrain::testing::write_synthetic_mnist(data_->path().string(), 512, 100);
+  }
+  static void TearDownTestSuite() { delete data_; }
+  static std::string mnist(const std::string& args) {
+    return bin("ctrain-mnist") + " --data-folder " + data_->path().string() +
+           " --learning-rate 0.05 --momentum 0.5 " + args;
+  }
+  static TempDir* data_;
+  TempDir out_;
+};
+TempDir* DistributedMnistTest::data_ = nullptr;
+
+TEST_F(DistributedMnistTest, SameGlobalBatchSameWeights) {
+  // 1 x 64 == 2 ranks x 32 == 2 ranks x 16 x accumulate 2 == 1 x 32 x accumulate 2,
+  // up to the order of float reductions.
+  auto r = run_command(mnist("--epochs 2 --batch-size 64 --output-dir " + (out_ / "one")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(launch(2, mnist("--epochs 2 --batch-size 32 --output-dir " + (out_ / "two"))));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("[rank 0] distributed: rank 0/2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("global batch 64"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("[rank 1] 0 -- Training"), std::string::npos) << "only rank 0 reports";
+  r = run_command(launch(2, mnist("--epochs 2 --batch-size 16 --accumulate 2 --output-dir " + (out_ / "acc2"))));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(mnist("--epochs 2 --batch-size 32 --accumulate 2 --output-dir " + (out_ / "acc1")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto one = model_params(out_ / "one/model.pt");
+  EXPECT_LT(max_abs_diff(one, model_params(out_ / "two/model.pt")), 1e-5);
+  EXPECT_LT(max_abs_diff(one, model_params(out_ / "acc2/model.pt")), 1e-5);
+  EXPECT_LT(max_abs_diff(one, model_params(out_ / "acc1/model.pt")), 1e-5);
+  // A different global batch really differs (the comparisons above can fail).
+  r = run_command(mnist("--epochs 2 --batch-size 32 --output-dir " + (out_ / "b32")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_GT(max_abs_diff(one, model_params(out_ / "b32/model.pt")), 1e-3);
+}
+
+TEST_F(DistributedMnistTest, RestartedGroupResumesAndFinishesLikeAnUninterruptedRun) {
+  auto r = run_command(launch(2, mnist("--epochs 3 --batch-size 32 --output-dir " + (out_ / "ref"))));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Attempt 0 trains 2 of 3 epochs (checkpoints written), then rank 1 fails; attempt 1 must
+  // resume from epoch 1's checkpoint and train only the last epoch.
+  const std::string run = mnist("--batch-size 32 --output-dir " + (out_ / "restart"));
+  const std::string prog =
+      "sh -c 'if [ $TORCHELASTIC_RESTART_COUNT = 0 ]; then " + run +
+      " --epochs 2 || exit 1; [ $RANK = 1 ] && exit 9; exit 0; fi; exec " + run + " --epochs 3'";
+  r = run_command(launch(2, "--max-restarts 1 " + prog));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("restarting the group"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch 1 done"), std::string::npos) << r.output;
+  const auto a = model_params(out_ / "ref/model.pt");
+  const auto b = model_params(out_ / "restart/model.pt");
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "param " << i;
+}
+
+TEST_F(DistributedMnistTest, Mpirun) {
+  if (run_command("command -v mpirun").exit_code != 0) GTEST_SKIP() << "mpirun not installed";
+  const auto r = run_command(
+      "mpirun --allow-run-as-root --oversubscribe -np 2 -x MASTER_PORT=" +
+      std::to_string(free_port()) + " " +
+      mnist("--epochs 1 --batch-size 32 --output-dir " + (out_ / "mpi")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("OMPI_COMM_WORLD_RANK (Open MPI)"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(out_ / "mpi/model.pt"));
+}
+
+}  // namespace
