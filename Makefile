@@ -16,9 +16,12 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# The main job: the MNIST DNN on the embedded Fashion-MNIST, writing ./outputs.
+NPROC ?= 2
+# The main job: the MNIST DNN on the embedded Fashion-MNIST as a 2-rank data-parallel run
+# (global batch 64 = 2 x 32, as the 1-process sample's batch 64), writing ./outputs.
 run: build
-	$(BUILD_DIR)/bin/ctrain-mnist --data-folder $(DATA) --epochs $(EPOCHS) --output-dir outputs
+	$(BUILD_DIR)/bin/ctrain-launch --nproc-per-node $(NPROC) $(BUILD_DIR)/bin/ctrain-mnist \
+	  --data-folder $(DATA) --epochs $(EPOCHS) --batch-size $$((64 / $(NPROC))) --output-dir outputs
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)

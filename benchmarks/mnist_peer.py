@@ -2,7 +2,9 @@
 """The PyTorch peer of ctrain-mnist: the same MLP, data, batch and SGD, written the way a
 skilled user writes it (whole dataset as tensors, a randperm per epoch, tensor slicing, no
 DataLoader). Prints one JSON line per epoch with the training seconds (eval excluded), so the
-harness compares like with like."""
+harness compares like with like. Under torchrun (WORLD_SIZE > 1) it is a DDP job over Gloo
+with DistributedSampler's sharding: rank r takes positions r, r+W, ... of the padded
+permutation; --batch-size is per rank."""
 import argparse, gzip, json, os, time
 
 import numpy as np
@@ -55,17 +57,26 @@ def main():
     torch.manual_seed(a.seed)
     xtr, ytr = load(a.data_folder, "train")
     xte, yte = load(a.data_folder, "t10k")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
     model = Net(256, 128)
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("gloo")
+        model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=a.learning_rate)
     n = len(xtr)
+    per_rank = (n + world - 1) // world
     for epoch in range(a.epochs):
         model.train()
         g = torch.Generator().manual_seed(a.seed + epoch)
         perm = torch.randperm(n, generator=g)
+        if world > 1:
+            perm = torch.cat([perm, perm[:per_rank * world - n]])[rank::world]
         t0 = time.perf_counter()
         loss_sum = torch.zeros(())
         correct = torch.zeros((), dtype=torch.int64)
-        for i in range(0, n, a.batch_size):
+        for i in range(0, len(perm), a.batch_size):
             idx = perm[i:i + a.batch_size]
             x, y = xtr[idx], ytr[idx]
             opt.zero_grad()
@@ -80,8 +91,11 @@ def main():
         model.eval()
         with torch.no_grad():
             acc = (model(xte).argmax(1) == yte).float().mean().item()
-        print(json.dumps({"epoch": epoch, "seconds": seconds, "train_loss": loss_sum.item() / n,
-                          "training_acc": correct.item() / n, "validation_acc": acc}), flush=True)
+        if rank == 0:
+            print(json.dumps({"epoch": epoch, "seconds": seconds, "samples_per_sec": per_rank * world / seconds,
+                              "train_loss": loss_sum.item() / len(perm),
+                              "training_acc": correct.item() / len(perm), "validation_acc": acc}),
+                  flush=True)
 
 
 if __name__ == "__main__":

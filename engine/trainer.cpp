@@ -31,8 +31,10 @@ double seconds_since(Clock::time_point t0) {
 // so it happens only when a line is printed.
 class Progress {
  public:
-  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t interval, bool enabled)
-      : epoch_(epoch), epochs_(epochs), steps_(steps), interval_(interval),
+  // `world_size` scales this rank's sample rate to the job's (every rank takes equal steps).
+  Progress(int64_t epoch, int64_t epochs, int64_t steps, int64_t interval, bool enabled,
+           int64_t world_size)
+      : epoch_(epoch), epochs_(epochs), steps_(steps), interval_(interval), world_(world_size),
         tty_(::isatty(STDOUT_FILENO) == 1), enabled_(enabled), start_(Clock::now()), last_(start_) {}
 
   void step(int64_t done, int64_t samples, const torch::Tensor& loss) {
@@ -42,7 +44,7 @@ class Progress {
     const bool due = interval_ > 0 ? done % interval_ == 0 : since_last >= (tty_ ? 0.1 : 10.0);
     if (!due) return;
     last_ = now;
-    const double rate = samples / std::max(1e-9, seconds_since(start_));
+    const double rate = samples * world_ / std::max(1e-9, seconds_since(start_));
     char line[160];
     std::snprintf(line, sizeof(line), "epoch %lld/%lld  step %lld/%lld  loss %.4f  %.0f samples/s",
                   static_cast<long long>(epoch_), static_cast<long long>(epochs_ - 1),
@@ -63,7 +65,7 @@ class Progress {
   }
 
  private:
-  int64_t epoch_, epochs_, steps_, interval_;
+  int64_t epoch_, epochs_, steps_, interval_, world_;
   bool tty_, enabled_, dirty_ = false;
   Clock::time_point start_, last_;
 };
@@ -310,7 +312,7 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     model.module->train();
     train_data.start_epoch(epoch);
     const int64_t steps = train_data.batches_per_epoch();
-    Progress progress(epoch, cfg.epochs, steps, cfg.log_interval, rank0);
+    Progress progress(epoch, cfg.epochs, steps, cfg.log_interval, rank0, rt.launch.world_size);
     // Running sums stay on the device: reading them is a host sync, done once per epoch.
     torch::Tensor loss_sum = torch::zeros({}, opts);
     torch::Tensor correct = torch::zeros({}, opts.dtype(torch::kInt64));
