@@ -11,7 +11,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   dataset-fashion-mnist               # the embedded default data (IDX files)
-  python3-torch                       # the PyTorch peer for parity tests and benchmarks
+  python3-torch python3-torchvision   # PyTorch peers: parity tests and benchmarks
 )
 
 missing=()
