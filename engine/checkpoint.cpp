@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -209,6 +210,44 @@ CheckpointMeta checkpoint_peek(const std::string& path) {
   } catch (const c10::Error& e) {
     throw Error(path + ": unreadable checkpoint: " + e.what_without_backtrace());
   }
+}
+
+namespace {
+void flatten_archive(torch::serialize::InputArchive& ar, const std::string& prefix,
+                     std::map<std::string, torch::Tensor>* out) {
+  for (const auto& key : ar.keys()) {
+    torch::Tensor t;
+    if (ar.try_read(key, t, /*is_buffer=*/true) || ar.try_read(key, t)) {
+      (*out)[prefix + key] = t;
+      continue;
+    }
+    torch::serialize::InputArchive child;
+    if (ar.try_read(key, child)) flatten_archive(child, prefix + key + ".", out);
+  }
+}
+}  // namespace
+
+std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& path) {
+  const std::string bytes = read_file(path);
+  const std::string_view payload = verified_payload(path, bytes);
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(payload.data(), payload.size());
+    torch::serialize::InputArchive model_ar;
+    ar.read("model", model_ar);
+    std::map<std::string, torch::Tensor> out;
+    flatten_archive(model_ar, "", &out);
+    return out;
+  } catch (const c10::Error& e) {
+    throw Error(path + ": unreadable checkpoint: " + e.what_without_backtrace());
+  }
+}
+
+bool is_checkpoint_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  char magic[8] = {0};
+  in.read(magic, 8);
+  return in.gcount() == 8 && std::memcmp(magic, kMagic, 8) == 0;
 }
 
 std::string checkpoint_path(const std::string& dir, int64_t epoch) {

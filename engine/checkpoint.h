@@ -7,6 +7,7 @@
 // The size and CRC make a truncated or bit-flipped file detectable before LibTorch parses it.
 #include <torch/torch.h>
 
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -35,6 +36,13 @@ CheckpointMeta checkpoint_load(const std::string& path, torch::nn::Module& modul
 
 // Reads only the metadata (still verifying the checksum).
 CheckpointMeta checkpoint_peek(const std::string& path);
+
+// The model tensors of a checkpoint by dotted name (conv1.weight, layer1.0.bn1.running_mean),
+// for importing them into another model (models::import_weights), e.g. with a new head.
+std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& path);
+
+// True when `path` starts with the checkpoint magic (cheap: reads 8 bytes).
+bool is_checkpoint_file(const std::string& path);
 
 // Checkpoint file for a completed epoch, and the existing ones in `dir`, oldest first.
 std::string checkpoint_path(const std::string& dir, int64_t epoch);

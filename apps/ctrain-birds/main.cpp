@@ -1,0 +1,183 @@
+// ctrain-birds: PyTorch's transfer-learning tutorial (chickens vs turkeys as Azure ML ran it)
+// as a native binary: ResNet with a new head, SGD + momentum, StepLR(7, 0.1),
+// RandomResizedCrop + flip for training, Resize + CenterCrop for validation, ImageNet
+// normalisation; the best validation accuracy's weights become outputs/model.pt.
+// Wiring only: flags -> config -> data + model -> engine::train().
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+
+#include "apps/common/cli.h"
+#include "data/image_folder.h"
+#include "engine/checkpoint.h"
+#include "engine/trainer.h"
+#include "models/resnet.h"
+#include "models/weights.h"
+
+namespace {
+
+struct BirdsArgs {
+  std::string data_dir;
+  int64_t batch_size = 4;
+  int workers = 2;
+  int prefetch = 4;
+  std::string arch = "resnet18";
+  std::string pretrained;
+  bool freeze_backbone = false;
+  bool data_only = false;
+  bool skip_bad = false;
+  bool cache_decoded = false;
+  int image_size = 224;
+};
+
+// --pretrained: a safetensors file (torchvision/timm names) or a ctrain checkpoint. The
+// classifier head is re-created when its class count differs.
+void load_pretrained(const BirdsArgs& a, ctrain::models::ResNet& net, int64_t classes, bool verbose) {
+  const auto tensors = ctrain::engine::is_checkpoint_file(a.pretrained)
+                           ? ctrain::engine::checkpoint_tensors(a.pretrained)
+                           : ctrain::models::read_safetensors(a.pretrained);
+  std::vector<std::string> reinit;
+  auto fc = tensors.find("fc.weight");
+  if (fc != tensors.end() && fc->second.size(0) != classes) reinit.push_back("fc.");
+  const auto rep = ctrain::models::import_weights(*net, tensors, reinit, a.pretrained);
+  if (verbose) {
+    std::printf("pretrained: %zu tensors from %s", rep.loaded.size(), a.pretrained.c_str());
+    if (!reinit.empty()) {
+      std::printf("; new classifier head for %lld classes (the file's has %lld)",
+                  static_cast<long long>(classes), static_cast<long long>(fc->second.size(0)));
+    }
+    std::printf("\n");
+  }
+}
+
+std::string minutes_seconds(double s) {
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.0fm %.0fs", std::floor(s / 60), std::fmod(s, 60));
+  return buf;
+}
+
+int run(int argc, char** argv) {
+  ctrain::engine::TrainConfig cfg;
+  cfg.epochs = 25;
+  cfg.optim.learning_rate = 0.001;
+  cfg.optim.momentum = 0.9;
+  cfg.optim.lr_step_size = 7;
+  cfg.optim.lr_gamma = 0.1;
+  cfg.keep_best = true;
+  ctrain::distributed::DistFlags dist;
+  BirdsArgs a;
+
+  CLI::App app{"ctrain-birds: fine-tune a ResNet on an image folder (data_dir/{train,val}/<class>/*)"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--data-dir,--data_dir", a.data_dir, "folder with train/ and val/ image folders")->required();
+  app.add_option("--num-epochs,--num_epochs,--epochs", cfg.epochs, "total epochs");
+  app.add_option("--learning-rate,--learning_rate", cfg.optim.learning_rate, "SGD learning rate");
+  app.add_option("--batch-size,--batch_size", a.batch_size, "mini-batch size per process");
+  app.add_option("--step-size,--step_size", cfg.optim.lr_step_size, "StepLR: epochs between lr decays");
+  app.add_option("--gamma", cfg.optim.lr_gamma, "StepLR decay factor");
+  app.add_option("--arch", a.arch, "resnet18 | resnet34 | resnet50");
+  app.add_option("--pretrained", a.pretrained, ".safetensors (torchvision/timm names) or ctrain checkpoint");
+  app.add_flag("--freeze-backbone,--freeze_backbone", a.freeze_backbone, "train only the new head");
+  app.add_option("--workers", a.workers, "image decode/augment threads");
+  app.add_option("--prefetch", a.prefetch, "batches prepared ahead of training");
+  app.add_option("--image-size,--image_size", a.image_size, "crop size fed to the network");
+  app.add_flag("--skip-bad-images,--skip_bad_images", a.skip_bad, "skip and count unreadable images");
+  app.add_flag("--cache-decoded,--cache_decoded", a.cache_decoded, "keep decoded images in memory");
+  app.add_flag("--data-only,--data_only", a.data_only, "run only the input pipeline and print images/s");
+  ctrain::apps::add_train_flags(app, cfg);
+  ctrain::apps::add_dist_flags(app, dist);
+  if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
+  cfg.validate();
+  if (a.image_size < 16) throw ctrain::ConfigError("--image-size must be at least 16");
+  if (!ctrain::models::is_resnet_arch(a.arch)) {
+    throw ctrain::ConfigError("--arch must be resnet18, resnet34 or resnet50, got '" + a.arch + "'");
+  }
+
+  // Data first: bad folders fail before anything in --output-dir is touched.
+  auto train_idx = ctrain::data::index_image_folder(a.data_dir + "/train");
+  auto val_idx = ctrain::data::index_image_folder(a.data_dir + "/val");
+  ctrain::data::check_val_classes(train_idx, val_idx);
+  const auto classes = train_idx.classes;
+  const int64_t n_classes = static_cast<int64_t>(classes.size());
+  ctrain::engine::Runtime rt = ctrain::engine::init_runtime(cfg, dist);
+  const int64_t rank = rt.launch.rank, world = rt.launch.world_size;
+
+  ctrain::data::LoaderOptions lo;
+  lo.batch_size = a.batch_size;
+  lo.workers = a.workers;
+  lo.prefetch_batches = a.prefetch;
+  lo.cache_decoded = a.cache_decoded;
+  lo.skip_bad_images = a.skip_bad;
+  lo.pin_memory = rt.device.is_cuda();
+  lo.seed = static_cast<uint64_t>(cfg.seed);
+  ctrain::data::ImageTransform train_tf, val_tf;
+  train_tf.size = val_tf.size = a.image_size;
+  val_tf.mode = ctrain::data::Augment::kEval;
+  val_tf.resize = a.image_size * 256 / 224;
+  const int64_t n_train = static_cast<int64_t>(train_idx.samples.size());
+  const int64_t n_val = static_cast<int64_t>(val_idx.samples.size());
+  ctrain::data::ImageFolderSource train_data(
+      std::move(train_idx), train_tf,
+      ctrain::data::ShardSampler(n_train, rank, world, cfg.seed, /*shuffle=*/true), lo);
+  ctrain::data::ImageFolderSource val_data(
+      std::move(val_idx), val_tf,
+      ctrain::data::ShardSampler(n_val, rank, world, cfg.seed, /*shuffle=*/false, /*pad=*/false), lo);
+
+  if (a.data_only) {  // the diagnostic for starving GPUs: how fast is the input pipeline alone?
+    for (int64_t e = 0; e < cfg.epochs; ++e) {
+      const auto t0 = std::chrono::steady_clock::now();
+      int64_t images = 0;
+      train_data.start_epoch(e);
+      while (auto b = train_data.next()) images += b->input.size(0);
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::printf("data-only epoch %lld: %lld images in %.2fs = %.1f images/s (%d workers)\n",
+                  static_cast<long long>(e), static_cast<long long>(images), s, images / s, a.workers);
+    }
+    return 0;
+  }
+
+  ctrain::models::ResNet net(ctrain::models::ResNetOptions{a.arch, n_classes});
+  if (!a.pretrained.empty()) load_pretrained(a, net, n_classes, rt.is_rank0());
+  if (a.freeze_backbone) net->freeze_backbone();
+  ctrain::engine::Model model{
+      net.ptr(), [net](const torch::Tensor& x) mutable { return net->forward(x); },
+      {{"arch", a.arch}, {"num_classes", n_classes}, {"classes", classes},
+       {"image_size", a.image_size}, {"mean", train_tf.mean}, {"std", train_tf.stdev}}};
+
+  ctrain::engine::TrainHooks hooks;
+  hooks.app_config = {{"data_dir", a.data_dir}, {"batch_size", a.batch_size},
+                      {"pretrained", a.pretrained}, {"freeze_backbone", a.freeze_backbone}};
+  hooks.on_epoch = [](const ctrain::engine::EpochStats& s) {
+    std::printf("Epoch %lld/%lld\n----------\n", static_cast<long long>(s.epoch),
+                static_cast<long long>(s.epochs - 1));
+    std::printf("train Loss: %.4f Acc: %.4f\n", s.train_loss, s.train_acc);
+    std::printf("val Loss: %.4f Acc: %.4f\n\n", s.val.loss, s.val.acc);
+    std::fflush(stdout);
+  };
+  if (rt.is_rank0()) {
+    std::printf("ctrain-birds: %s, %lld classes (", a.arch.c_str(), static_cast<long long>(n_classes));
+    for (size_t i = 0; i < classes.size(); ++i) std::printf("%s%s", i ? ", " : "", classes[i].c_str());
+    std::printf("), %lld train / %lld val images, device %s\n", static_cast<long long>(n_train),
+                static_cast<long long>(n_val), rt.device.str().c_str());
+    if (rt.launch.is_distributed()) std::printf("distributed: %s\n", rt.launch.describe().c_str());
+    std::fflush(stdout);
+  }
+  const auto r = ctrain::engine::train(cfg, rt, model, train_data, val_data, hooks);
+  if (rt.is_rank0()) {
+    std::printf("Training complete in %s\n", minutes_seconds(r.seconds).c_str());
+    std::printf("Best val Acc: %.4f\n", r.best_val_acc);
+    if (train_data.bad_images() + val_data.bad_images() > 0) {
+      std::printf("skipped unreadable images: %lld\n",
+                  static_cast<long long>(train_data.bad_images() + val_data.bad_images()));
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return ctrain::apps::guarded_main("ctrain-birds", [&] { return run(argc, argv); });
+}

@@ -1,0 +1,45 @@
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "data/decode.h"
+
+namespace ctrain::data {
+
+Image decode_image(const std::string& path) {
+  // Read the bytes ourselves: cv::imread cannot tell "missing" from "corrupt".
+  const std::string bytes = read_file(path);
+  cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+  cv::Mat bgr;
+  try {
+    bgr = cv::imdecode(raw, cv::IMREAD_COLOR);  // grayscale and alpha become 3-channel BGR
+  } catch (const cv::Exception& e) {
+    throw Error(path + ": cannot decode image (" + e.what() + ")", "use --skip-bad-images to skip it");
+  }
+  if (bgr.empty()) {
+    throw Error(path + ": not a readable image (corrupt, truncated or unsupported format)",
+                "use --skip-bad-images to skip it");
+  }
+  Image img;
+  img.height = bgr.rows;
+  img.width = bgr.cols;
+  img.rgb.resize(static_cast<size_t>(img.height) * img.width * 3);
+  cv::Mat rgb(img.height, img.width, CV_8UC3, img.rgb.data());
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  return img;
+}
+
+Image resize_image(const Image& src, int height, int width) {
+  Image out;
+  out.height = height;
+  out.width = width;
+  out.rgb.resize(static_cast<size_t>(height) * width * 3);
+  cv::Mat in(src.height, src.width, CV_8UC3, const_cast<uint8_t*>(src.rgb.data()));
+  cv::Mat dst(height, width, CV_8UC3, out.rgb.data());
+  const bool shrink = height < src.height || width < src.width;
+  cv::resize(in, dst, cv::Size(width, height), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
+  return out;
+}
+
+}  // namespace ctrain::data

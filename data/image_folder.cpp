@@ -1,0 +1,340 @@
+#include "data/image_folder.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <mutex>
+#include <random>
+#include <thread>
+
+#include "core/error.h"
+
+namespace ctrain::data {
+namespace {
+
+namespace fs = std::filesystem;
+
+bool is_image_file(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  static const char* kExts[] = {".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp"};
+  return std::any_of(std::begin(kExts), std::end(kExts), [&](const char* e) { return ext == e; });
+}
+
+// Python's round(): ties to even, which std::nearbyint does in the default rounding mode.
+int py_round(double v) { return static_cast<int>(std::nearbyint(v)); }
+
+// splitmix64: decorrelates (seed, epoch, sample) into independent per-sample RNG seeds.
+uint64_t mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+// Writes the transformed image into out[3][size][size] (normalised float).
+void transform_into(const Image& img, const ImageTransform& t, std::mt19937_64& rng, float* out) {
+  CropBox box;
+  Image src;
+  bool flip = false;
+  if (t.mode == Augment::kTrain) {
+    box = random_resized_crop_box(img.height, img.width, rng);
+    flip = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < 0.5;
+    src = img;  // crop below
+  } else {
+    const auto [h, w] = resize_shorter_side(img.height, img.width, t.resize);
+    src = resize_image(img, h, w);
+    box = center_crop_box(h, w, t.size);
+  }
+  // Crop (a copy of the box's rows), then resize the crop to the output size.
+  Image crop;
+  crop.height = box.height;
+  crop.width = box.width;
+  crop.rgb.resize(static_cast<size_t>(box.height) * box.width * 3);
+  for (int y = 0; y < box.height; ++y) {
+    const uint8_t* row = src.rgb.data() + (static_cast<size_t>(box.top + y) * src.width + box.left) * 3;
+    std::copy(row, row + static_cast<size_t>(box.width) * 3, crop.rgb.data() + static_cast<size_t>(y) * box.width * 3);
+  }
+  const Image res = (crop.height == t.size && crop.width == t.size) ? crop : resize_image(crop, t.size, t.size);
+  const size_t plane = static_cast<size_t>(t.size) * t.size;
+  float scale[3], shift[3];
+  for (int c = 0; c < 3; ++c) {
+    scale[c] = 1.0f / (255.0f * t.stdev[c]);
+    shift[c] = -t.mean[c] / t.stdev[c];
+  }
+  for (int y = 0; y < t.size; ++y) {
+    const uint8_t* row = res.rgb.data() + static_cast<size_t>(y) * t.size * 3;
+    for (int x = 0; x < t.size; ++x) {
+      const uint8_t* px = row + static_cast<size_t>(flip ? t.size - 1 - x : x) * 3;
+      const size_t o = static_cast<size_t>(y) * t.size + x;
+      out[o] = px[0] * scale[0] + shift[0];
+      out[plane + o] = px[1] * scale[1] + shift[1];
+      out[2 * plane + o] = px[2] * scale[2] + shift[2];
+    }
+  }
+}
+
+}  // namespace
+
+ImageFolderIndex index_image_folder(const std::string& root) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    throw Error("image folder " + root + " does not exist or is not a directory",
+                "expected root/<class>/<image> (e.g. fowl_data/train/chicken/*.jpg)");
+  }
+  ImageFolderIndex idx;
+  idx.root = root;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    if (e.is_directory(ec)) idx.classes.push_back(e.path().filename().string());
+  }
+  std::sort(idx.classes.begin(), idx.classes.end());
+  if (idx.classes.empty()) {
+    throw Error(root + " has no class folders", "expected root/<class>/<image>");
+  }
+  for (size_t c = 0; c < idx.classes.size(); ++c) {
+    std::vector<std::string> files;
+    const fs::path dir = fs::path(root) / idx.classes[c];
+    for (const auto& e : fs::recursive_directory_iterator(
+             dir, fs::directory_options::follow_directory_symlink, ec)) {
+      if (e.is_regular_file(ec) && is_image_file(e.path())) files.push_back(e.path().string());
+    }
+    if (files.empty()) {
+      throw Error("class folder " + dir.string() + " has no images",
+                  "remove the empty folder or add .jpg/.png files to it");
+    }
+    std::sort(files.begin(), files.end());
+    for (auto& f : files) idx.samples.emplace_back(std::move(f), static_cast<int64_t>(c));
+  }
+  return idx;
+}
+
+void check_val_classes(const ImageFolderIndex& train, const ImageFolderIndex& val) {
+  if (val.classes != train.classes) {
+    std::string extra;
+    for (const auto& c : val.classes) {
+      if (std::find(train.classes.begin(), train.classes.end(), c) == train.classes.end()) extra += " " + c;
+    }
+    throw Error("the classes of " + val.root + " differ from those of " + train.root +
+                    (extra.empty() ? std::string(" (the training set has classes validation lacks)")
+                                   : " (validation has classes training lacks:" + extra + ")"),
+                "train and val must have the same class folders");
+  }
+}
+
+CropBox random_resized_crop_box(int height, int width, std::mt19937_64& rng, double scale_min,
+                                double scale_max, double ratio_min, double ratio_max) {
+  const double area = static_cast<double>(height) * width;
+  std::uniform_real_distribution<double> scale(scale_min, scale_max);
+  std::uniform_real_distribution<double> log_ratio(std::log(ratio_min), std::log(ratio_max));
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target = area * scale(rng);
+    const double aspect = std::exp(log_ratio(rng));
+    const int w = py_round(std::sqrt(target * aspect));
+    const int h = py_round(std::sqrt(target / aspect));
+    if (w > 0 && w <= width && h > 0 && h <= height) {
+      const int top = std::uniform_int_distribution<int>(0, height - h)(rng);
+      const int left = std::uniform_int_distribution<int>(0, width - w)(rng);
+      return {top, left, h, w};
+    }
+  }
+  const double in_ratio = static_cast<double>(width) / height;
+  int w = width, h = height;
+  if (in_ratio < ratio_min) {
+    h = py_round(w / ratio_min);
+  } else if (in_ratio > ratio_max) {
+    w = py_round(h * ratio_max);
+  }
+  return {(height - h) / 2, (width - w) / 2, h, w};
+}
+
+std::pair<int, int> resize_shorter_side(int height, int width, int size) {
+  if (width <= height) {
+    return {static_cast<int>(static_cast<int64_t>(size) * height / width), size};
+  }
+  return {size, static_cast<int>(static_cast<int64_t>(size) * width / height)};
+}
+
+CropBox center_crop_box(int height, int width, int crop) {
+  if (crop > height || crop > width) {
+    throw Error("center crop " + std::to_string(crop) + " is larger than the resized image " +
+                std::to_string(height) + "x" + std::to_string(width));
+  }
+  return {py_round((height - crop) / 2.0), py_round((width - crop) / 2.0), crop, crop};
+}
+
+torch::Tensor apply_transform(const Image& img, const ImageTransform& t, std::mt19937_64& rng) {
+  torch::Tensor out = torch::empty({3, t.size, t.size}, torch::kFloat32);
+  transform_into(img, t, rng, out.data_ptr<float>());
+  return out;
+}
+
+struct ImageFolderSource::Impl {
+  ImageFolderIndex index;
+  ImageTransform transform;
+  ShardSampler sampler;
+  LoaderOptions opt;
+
+  std::mutex mu;
+  std::condition_variable work_cv, ready_cv;
+  std::vector<std::thread> threads;
+  bool stop = false;
+  uint64_t generation = 0;
+  int64_t epoch = -1, nbatches = 0, next_claim = 0, next_deliver = 0;
+  torch::Tensor order;
+  std::map<int64_t, Batch> ready;
+  std::map<int64_t, std::exception_ptr> failed;
+  std::atomic<int64_t> bad{0};
+  std::mutex cache_mu;
+  std::map<int64_t, std::shared_ptr<const Image>> cache;
+
+  Impl(ImageFolderIndex i, ImageTransform t, ShardSampler s, LoaderOptions o)
+      : index(std::move(i)), transform(std::move(t)), sampler(std::move(s)), opt(o) {}
+
+  std::shared_ptr<const Image> load(int64_t sample) {
+    if (opt.cache_decoded) {
+      std::lock_guard<std::mutex> lock(cache_mu);
+      auto it = cache.find(sample);
+      if (it != cache.end()) return it->second;
+    }
+    auto img = std::make_shared<const Image>(decode_image(index.samples[sample].first));
+    if (opt.cache_decoded) {
+      std::lock_guard<std::mutex> lock(cache_mu);
+      cache[sample] = img;
+    }
+    return img;
+  }
+
+  // Builds batch b of `ep` from `ord`: pure in its inputs, so any thread may build any batch.
+  Batch build(int64_t ep, const torch::Tensor& ord, int64_t b) {
+    const int64_t n = ord.size(0);
+    const int64_t begin = b * opt.batch_size, end = std::min(n, begin + opt.batch_size);
+    const int s = transform.size;
+    torch::Tensor input = torch::empty({end - begin, 3, s, s}, torch::kFloat32);
+    torch::Tensor target = torch::empty({end - begin}, torch::kInt64);
+    int64_t kept = 0;
+    const int64_t* ids = ord.data_ptr<int64_t>();
+    for (int64_t k = begin; k < end; ++k) {
+      const int64_t sample = ids[k];
+      std::shared_ptr<const Image> img;
+      try {
+        img = load(sample);
+      } catch (const Error&) {
+        if (!opt.skip_bad_images) throw;
+        ++bad;
+        continue;
+      }
+      std::mt19937_64 rng(mix(mix(mix(opt.seed) ^ static_cast<uint64_t>(ep)) ^ static_cast<uint64_t>(sample)));
+      transform_into(*img, transform, rng, input[kept].data_ptr<float>());
+      target[kept] = index.samples[sample].second;
+      ++kept;
+    }
+    if (kept == 0) {
+      throw Error("every image of batch " + std::to_string(b) + " under " + index.root +
+                  " was unreadable");
+    }
+    Batch batch{input.slice(0, 0, kept), target.slice(0, 0, kept)};
+    if (opt.pin_memory) {
+      batch.input = batch.input.pin_memory();
+      batch.target = batch.target.pin_memory();
+    }
+    return batch;
+  }
+
+  void worker() {
+    for (;;) {
+      std::unique_lock<std::mutex> lock(mu);
+      work_cv.wait(lock, [&] {
+        return stop || (next_claim < nbatches && next_claim < next_deliver + opt.prefetch_batches);
+      });
+      if (stop) return;
+      const int64_t b = next_claim++;
+      const uint64_t gen = generation;
+      const int64_t ep = epoch;
+      const torch::Tensor ord = order;
+      lock.unlock();
+      std::optional<Batch> result;
+      std::exception_ptr err;
+      try {
+        result = build(ep, ord, b);
+      } catch (...) {
+        err = std::current_exception();
+      }
+      lock.lock();
+      if (gen != generation) continue;  // start_epoch() was called meanwhile: drop it
+      if (err) {
+        failed[b] = err;
+      } else {
+        ready.emplace(b, std::move(*result));
+      }
+      ready_cv.notify_all();
+    }
+  }
+};
+
+ImageFolderSource::ImageFolderSource(ImageFolderIndex index, ImageTransform transform,
+                                     ShardSampler sampler, LoaderOptions options)
+    : impl_(std::make_unique<Impl>(std::move(index), std::move(transform), std::move(sampler), options)) {
+  if (options.batch_size <= 0) throw ConfigError("--batch-size must be positive");
+  if (options.workers < 0) throw ConfigError("--workers must be >= 0");
+  if (options.prefetch_batches < 1) throw ConfigError("--prefetch must be >= 1");
+}
+
+ImageFolderSource::~ImageFolderSource() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stop = true;
+  }
+  impl_->work_cv.notify_all();
+  for (auto& t : impl_->threads) t.join();
+}
+
+void ImageFolderSource::start_epoch(int64_t epoch) {
+  Impl& s = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    ++s.generation;
+    s.epoch = epoch;
+    s.order = s.sampler.indices(epoch);
+    s.nbatches = batches_per_epoch();
+    s.next_claim = s.next_deliver = 0;
+    s.ready.clear();
+    s.failed.clear();
+  }
+  if (s.threads.empty()) {
+    for (int i = 0; i < s.opt.workers; ++i) s.threads.emplace_back([&s] { s.worker(); });
+  }
+  s.work_cv.notify_all();
+}
+
+std::optional<Batch> ImageFolderSource::next() {
+  Impl& s = *impl_;
+  if (!s.order.defined()) throw Error("ImageFolderSource::next() before start_epoch()");
+  if (s.opt.workers == 0) {  // inline, for debugging and tests
+    if (s.next_deliver >= s.nbatches) return std::nullopt;
+    return s.build(s.epoch, s.order, s.next_deliver++);
+  }
+  std::unique_lock<std::mutex> lock(s.mu);
+  if (s.next_deliver >= s.nbatches) return std::nullopt;
+  const int64_t b = s.next_deliver;
+  s.ready_cv.wait(lock, [&] { return s.ready.count(b) || s.failed.count(b); });
+  if (auto f = s.failed.find(b); f != s.failed.end()) std::rethrow_exception(f->second);
+  Batch batch = std::move(s.ready.at(b));
+  s.ready.erase(b);
+  ++s.next_deliver;
+  lock.unlock();
+  s.work_cv.notify_all();
+  return batch;
+}
+
+int64_t ImageFolderSource::batches_per_epoch() const {
+  return (impl_->sampler.samples_per_rank() + impl_->opt.batch_size - 1) / impl_->opt.batch_size;
+}
+int64_t ImageFolderSource::samples_per_epoch() const { return impl_->sampler.samples_per_rank(); }
+int64_t ImageFolderSource::bad_images() const { return impl_->bad.load(); }
+const ImageFolderIndex& ImageFolderSource::index() const { return impl_->index; }
+
+}  // namespace ctrain::data

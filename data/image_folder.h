@@ -1,0 +1,92 @@
+#pragma once
+// torchvision's ImageFolder and its classification transforms, with a threaded loader.
+#include <torch/torch.h>
+
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "data/batch.h"
+#include "data/decode.h"
+#include "data/sampler.h"
+
+namespace ctrain::data {
+
+struct ImageFolderIndex {
+  std::string root;
+  std::vector<std::string> classes;  // sorted folder names; index = class id
+  std::vector<std::pair<std::string, int64_t>> samples;  // (path, class), sorted like torchvision
+};
+
+// root/<class>/<image>: classes are the sorted subfolder names; images are files with a
+// known image extension (.jpg .jpeg .png .ppm .bmp .pgm .tif .tiff .webp), any case.
+// Errors: missing root, no class folders, a class folder without images.
+ImageFolderIndex index_image_folder(const std::string& root);
+
+// The validation set must not have classes the training set lacks (ids would not match).
+void check_val_classes(const ImageFolderIndex& train, const ImageFolderIndex& val);
+
+// Crop box (top, left, height, width) in source pixels.
+struct CropBox {
+  int top = 0, left = 0, height = 0, width = 0;
+};
+
+// torchvision.transforms.RandomResizedCrop.get_params with scale (0.08, 1) and ratio
+// (3/4, 4/3): ten tries at a random area and log-uniform aspect ratio, then the central crop
+// clamped to the ratio range. Draws from `rng`.
+CropBox random_resized_crop_box(int height, int width, std::mt19937_64& rng,
+                                double scale_min = 0.08, double scale_max = 1.0,
+                                double ratio_min = 3.0 / 4, double ratio_max = 4.0 / 3);
+
+// torchvision's Resize(256) (shorter side to `size`, longer side truncated like int()) followed
+// by CenterCrop(crop) (offsets rounded like round()): the crop box in resized pixels.
+std::pair<int, int> resize_shorter_side(int height, int width, int size);
+CropBox center_crop_box(int height, int width, int crop);
+
+enum class Augment { kTrain, kEval };
+
+struct ImageTransform {
+  Augment mode = Augment::kTrain;
+  int size = 224;         // output side
+  int resize = 256;       // eval: shorter side before the center crop
+  std::vector<float> mean{0.485f, 0.456f, 0.406f};  // ImageNet
+  std::vector<float> stdev{0.229f, 0.224f, 0.225f};
+};
+
+// Applies the transform: train = RandomResizedCrop + RandomHorizontalFlip(0.5); eval =
+// Resize + CenterCrop. Then to float CHW in [0,1] and Normalize. [3, size, size] float.
+torch::Tensor apply_transform(const Image& img, const ImageTransform& t, std::mt19937_64& rng);
+
+struct LoaderOptions {
+  int64_t batch_size = 4;
+  int workers = 2;           // decode/augment threads
+  int prefetch_batches = 4;  // ready batches kept ahead of the consumer
+  bool cache_decoded = false;
+  bool skip_bad_images = false;
+  bool pin_memory = false;   // for CUDA: page-locked batches copy asynchronously
+  uint64_t seed = 42;
+};
+
+// A BatchSource over an image folder: batches are decoded and augmented on worker threads
+// and delivered in order. Each sample's randomness comes from (seed, epoch, sample index), so
+// the batches are the same whatever the number of workers.
+class ImageFolderSource : public BatchSource {
+ public:
+  ImageFolderSource(ImageFolderIndex index, ImageTransform transform, ShardSampler sampler,
+                    LoaderOptions options);
+  ~ImageFolderSource() override;
+  void start_epoch(int64_t epoch) override;
+  std::optional<Batch> next() override;
+  int64_t batches_per_epoch() const override;
+  int64_t samples_per_epoch() const override;
+  // Images skipped as unreadable so far (with skip_bad_images).
+  int64_t bad_images() const;
+  const ImageFolderIndex& index() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace ctrain::data
