@@ -70,7 +70,8 @@ int run(int argc, char** argv) {
   BirdsArgs a;
 
   CLI::App app{"ctrain-birds: fine-tune a ResNet on an image folder (data_dir/{train,val}/<class>/*)"};
-  app.option_defaults()->always_capture_default();
+  // A repeated flag takes its last value, as argparse does in the reference scripts.
+  app.option_defaults()->always_capture_default()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--data-dir,--data_dir", a.data_dir, "folder with train/ and val/ image folders")->required();
   app.add_option("--num-epochs,--num_epochs,--epochs", cfg.epochs, "total epochs");
   app.add_option("--learning-rate,--learning_rate", cfg.optim.learning_rate, "SGD learning rate");

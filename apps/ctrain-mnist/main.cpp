@@ -29,7 +29,8 @@ int run(int argc, char** argv) {
   MnistArgs a;
 
   CLI::App app{"ctrain-mnist: train the MNIST DNN (784-256-128-10 ReLU MLP, SGD)"};
-  app.option_defaults()->always_capture_default();
+  // A repeated flag takes its last value, as argparse does in the reference scripts.
+  app.option_defaults()->always_capture_default()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--data-folder,--data_folder", a.data_folder,
                  "folder with the four MNIST IDX files (raw or .gz)")->required();
   app.add_option("--batch-size,--batch_size", a.batch_size, "mini-batch size per process");

@@ -1,0 +1,193 @@
+#include "data/image_folder.h"
+
+#include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
+
+#include <fstream>
+
+#include "../support/fixtures.h"
+#include "../support/images.h"
+#include "core/error.h"
+
+namespace ctrain::data {
+namespace {
+
+using ctrain::testing::TempDir;
+
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const ctrain::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(ImageFolderTest, IndexSortsClassesAndFilesLikeTorchvision) {
+  TempDir dir;
+  ctrain::testing::write_image_folder(dir / "t", {"turkey", "chicken"}, 4, 1);
+  std::filesystem::create_directories(dir / "t/chicken/nested");
+  cv::imwrite(dir / "t/chicken/nested/x.JPG", cv::Mat(8, 8, CV_8UC3, cv::Scalar(1, 2, 3)));
+  std::ofstream(dir / "t/chicken/notes.txt") << "not an image";
+  const auto idx = index_image_folder(dir / "t");
+  EXPECT_EQ(idx.classes, (std::vector<std::string>{"chicken", "turkey"}));
+  ASSERT_EQ(idx.samples.size(), 9u);
+  EXPECT_NE(idx.samples[0].first.find("chicken/0.jpg"), std::string::npos);
+  EXPECT_NE(idx.samples[4].first.find("chicken/nested/x.JPG"), std::string::npos);
+  EXPECT_EQ(idx.samples[4].second, 0);
+  EXPECT_EQ(idx.samples[5].second, 1);
+}
+
+TEST(ImageFolderTest, ClearErrors) {
+  TempDir dir;
+  EXPECT_NE(error_of([&] { index_image_folder(dir / "none"); }).find(dir / "none"), std::string::npos);
+  std::filesystem::create_directories(dir / "empty_root");
+  EXPECT_NE(error_of([&] { index_image_folder(dir / "empty_root"); }).find("no class folders"), std::string::npos);
+  ctrain::testing::write_image_folder(dir / "a", {"chicken"}, 2, 1);
+  std::filesystem::create_directories(dir / "a/turkey");
+  EXPECT_NE(error_of([&] { index_image_folder(dir / "a"); }).find("a/turkey has no images"), std::string::npos);
+  ctrain::testing::write_image_folder(dir / "train", {"chicken", "turkey"}, 2, 1);
+  ctrain::testing::write_image_folder(dir / "val", {"chicken", "duck", "turkey"}, 2, 1);
+  const std::string e = error_of([&] {
+    check_val_classes(index_image_folder(dir / "train"), index_image_folder(dir / "val"));
+  });
+  EXPECT_NE(e.find("duck"), std::string::npos) << e;
+}
+
+TEST(TransformTest, RandomResizedCropBoxesFollowTorchvisionRules) {
+  std::mt19937_64 rng(3);
+  for (int i = 0; i < 2000; ++i) {
+    const int h = 50 + i % 300, w = 60 + (i * 7) % 400;
+    const CropBox b = random_resized_crop_box(h, w, rng);
+    ASSERT_GE(b.top, 0);
+    ASSERT_GE(b.left, 0);
+    ASSERT_LE(b.top + b.height, h);
+    ASSERT_LE(b.left + b.width, w);
+    const double frac = static_cast<double>(b.height) * b.width / (static_cast<double>(h) * w);
+    const double ratio = static_cast<double>(b.width) / b.height;
+    // Rounding to whole pixels widens the bounds a little.
+    EXPECT_GE(frac, 0.06) << h << "x" << w;
+    EXPECT_GE(ratio, 0.7);
+    EXPECT_LE(ratio, 1.43);
+  }
+  // 10x1000 can never fit the sampled boxes: torchvision's fallback is the central crop with
+  // the ratio clamped to 4/3: height 10, width round(13.33) = 13, left (1000-13)//2 = 493.
+  const CropBox f = random_resized_crop_box(10, 1000, rng);
+  EXPECT_EQ(f.top, 0);
+  EXPECT_EQ(f.height, 10);
+  EXPECT_EQ(f.width, 13);
+  EXPECT_EQ(f.left, 493);
+}
+
+TEST(TransformTest, ResizeAndCenterCropKnownValues) {
+  // torchvision.transforms.Resize(256) on 640x480 (w x h) gives 341x256 (int truncation),
+  // CenterCrop(224) then starts at round((341-224)/2) = round(58.5) = 58 (ties to even).
+  EXPECT_EQ(resize_shorter_side(480, 640, 256), std::make_pair(256, 341));
+  EXPECT_EQ(resize_shorter_side(640, 480, 256), std::make_pair(341, 256));
+  EXPECT_EQ(resize_shorter_side(300, 300, 256), std::make_pair(256, 256));
+  const CropBox b = center_crop_box(256, 341, 224);
+  EXPECT_EQ(b.top, 16);
+  EXPECT_EQ(b.left, 58);
+  EXPECT_EQ(b.height, 224);
+  EXPECT_THROW(center_crop_box(100, 300, 224), ctrain::Error);
+}
+
+TEST(TransformTest, NormalisesWithImageNetStatistics) {
+  Image img;
+  img.height = 90;
+  img.width = 70;
+  img.rgb.resize(90 * 70 * 3);
+  for (size_t i = 0; i < img.rgb.size(); i += 3) {
+    img.rgb[i] = 200;
+    img.rgb[i + 1] = 100;
+    img.rgb[i + 2] = 20;
+  }
+  for (Augment mode : {Augment::kTrain, Augment::kEval}) {
+    ImageTransform t;
+    t.mode = mode;
+    t.size = 32;
+    t.resize = 36;
+    std::mt19937_64 rng(1);
+    const torch::Tensor out = apply_transform(img, t, rng);
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, 32, 32}));
+    const float expect[3] = {(200 / 255.f - 0.485f) / 0.229f, (100 / 255.f - 0.456f) / 0.224f,
+                             (20 / 255.f - 0.406f) / 0.225f};
+    for (int c = 0; c < 3; ++c) {
+      EXPECT_NEAR(out[c].min().item<float>(), expect[c], 1e-4);
+      EXPECT_NEAR(out[c].max().item<float>(), expect[c], 1e-4);
+    }
+  }
+}
+
+TEST(TransformTest, DecodesGrayscaleAndAlphaAsRgb) {
+  TempDir dir;
+  cv::imwrite(dir / "g.png", cv::Mat(10, 12, CV_8UC1, cv::Scalar(77)));
+  cv::imwrite(dir / "a.png", cv::Mat(10, 12, CV_8UC4, cv::Scalar(10, 20, 30, 128)));
+  const Image g = decode_image(dir / "g.png");
+  EXPECT_EQ(g.rgb.size(), 10u * 12 * 3);
+  EXPECT_EQ(g.rgb[0], 77);
+  EXPECT_EQ(g.rgb[2], 77);
+  const Image a = decode_image(dir / "a.png");
+  EXPECT_EQ(a.rgb.size(), 10u * 12 * 3);
+  EXPECT_EQ(a.rgb[0], 30);  // BGR(A) on disk -> RGB in memory
+  EXPECT_EQ(a.rgb[2], 10);
+}
+
+std::vector<Batch> epoch_batches(const ImageFolderIndex& idx, int workers, int64_t epoch, bool skip = false) {
+  LoaderOptions o;
+  o.batch_size = 5;
+  o.workers = workers;
+  o.prefetch_batches = 2;
+  o.skip_bad_images = skip;
+  o.seed = 9;
+  ImageTransform t;
+  t.size = 32;
+  ImageFolderSource src(idx, t, ShardSampler(static_cast<int64_t>(idx.samples.size()), 0, 1, 9, true), o);
+  std::vector<Batch> out;
+  src.start_epoch(epoch);
+  while (auto b = src.next()) out.push_back(*b);
+  return out;
+}
+
+TEST(LoaderTest, SameBatchesWhateverTheWorkerCount) {
+  TempDir dir;
+  ctrain::testing::write_image_folder(dir / "t", {"a", "b"}, 11, 2);
+  const auto idx = index_image_folder(dir / "t");
+  const auto ref = epoch_batches(idx, 0, 1);
+  ASSERT_EQ(ref.size(), 5u);  // 22 images / 5
+  EXPECT_EQ(ref.back().input.size(0), 2);
+  for (int workers : {1, 3}) {
+    const auto got = epoch_batches(idx, workers, 1);
+    ASSERT_EQ(got.size(), ref.size());
+    for (size_t i = 0; i < ref.size(); ++i) {
+      EXPECT_TRUE(torch::equal(got[i].input, ref[i].input)) << workers << " workers, batch " << i;
+      EXPECT_TRUE(torch::equal(got[i].target, ref[i].target));
+    }
+  }
+  const auto other = epoch_batches(idx, 2, 2);
+  EXPECT_FALSE(torch::equal(other[0].input, ref[0].input)) << "epochs must differ";
+}
+
+TEST(LoaderTest, BadImageNamedOrSkipped) {
+  TempDir dir;
+  ctrain::testing::write_image_folder(dir / "t", {"a", "b"}, 4, 3);
+  std::ofstream(dir / "t/a/broken.jpg") << "\xff\xd8\xff\xe0 this is not really a jpeg";
+  const auto idx = index_image_folder(dir / "t");
+  const std::string e = error_of([&] { epoch_batches(idx, 2, 0); });
+  EXPECT_NE(e.find("broken.jpg"), std::string::npos) << e;
+  LoaderOptions o;
+  o.batch_size = 3;
+  o.skip_bad_images = true;
+  ImageTransform t;
+  t.size = 32;
+  ImageFolderSource src(idx, t, ShardSampler(9, 0, 1, 1, false), o);
+  src.start_epoch(0);
+  int64_t seen = 0;
+  while (auto b = src.next()) seen += b->input.size(0);
+  EXPECT_EQ(seen, 8);
+  EXPECT_EQ(src.bad_images(), 1);
+}
+
+}  // namespace
+}  // namespace ctrain::data
