@@ -18,6 +18,19 @@ struct Image {
 // Throws ctrain::Error naming the path for unreadable, corrupt or truncated files.
 Image decode_image(const std::string& path);
 
+// Decodes encoded bytes (`path` is for messages). For JPEG, `reduce` in {2, 4, 8} decodes at
+// 1/reduce scale with libjpeg's DCT scaling, several times faster than a full decode: the
+// result is ceil(height/reduce) x ceil(width/reduce).
+Image decode_bytes(const std::string& bytes, const std::string& path, int reduce = 1);
+
+// Size of a JPEG from its header (SOF marker) without decoding; false if not a JPEG or the
+// header cannot be parsed.
+bool jpeg_size(const std::string& bytes, int* height, int* width);
+
+// Makes the backend run on the calling thread only: the loader's worker threads are the
+// parallelism, and a library thread pool underneath them would oversubscribe the cores.
+void use_single_threaded_backend();
+
 // Bilinear resize to (height, width), antialiased when shrinking (area averaging), as
 // torchvision's PIL-based Resize is.
 Image resize_image(const Image& src, int height, int width);

@@ -10,8 +10,10 @@
 #include <mutex>
 #include <random>
 #include <thread>
+#include <tuple>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 namespace ctrain::data {
 namespace {
@@ -36,27 +38,63 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// Writes the transformed image into out[3][size][size] (normalised float).
-void transform_into(const Image& img, const ImageTransform& t, std::mt19937_64& rng, float* out) {
-  CropBox box;
-  Image src;
+// The geometry of one sample's transform, decided from the full-size dimensions before
+// decoding (so the decoder can pick a reduced scale) and drawing from the RNG in
+// torchvision's order: crop box, then flip.
+struct Plan {
+  CropBox box;         // train: in full-size pixels; eval: in resized pixels
   bool flip = false;
+  int resize_h = 0, resize_w = 0;  // eval: size after Resize
+};
+
+Plan plan_transform(int height, int width, const ImageTransform& t, std::mt19937_64& rng) {
+  Plan p;
   if (t.mode == Augment::kTrain) {
-    box = random_resized_crop_box(img.height, img.width, rng);
-    flip = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < 0.5;
-    src = img;  // crop below
+    p.box = random_resized_crop_box(height, width, rng);
+    p.flip = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < 0.5;
   } else {
-    const auto [h, w] = resize_shorter_side(img.height, img.width, t.resize);
-    src = resize_image(img, h, w);
-    box = center_crop_box(h, w, t.size);
+    std::tie(p.resize_h, p.resize_w) = resize_shorter_side(height, width, t.resize);
+    p.box = center_crop_box(p.resize_h, p.resize_w, t.size);
   }
+  return p;
+}
+
+// The largest JPEG DCT scale (8, 4, 2) that still leaves at least the output's resolution
+// where it is needed (the crop box for training, the resized image for eval): no detail
+// the final image would show is thrown away.
+int reduction_for(const Plan& p, const ImageTransform& t, int height, int width) {
+  for (int f : {8, 4, 2}) {
+    if (t.mode == Augment::kTrain) {
+      if (p.box.height / f >= t.size && p.box.width / f >= t.size) return f;
+    } else if (height / f >= p.resize_h && width / f >= p.resize_w) {
+      return f;
+    }
+  }
+  return 1;
+}
+
+// Renders `img` (decoded at 1/reduce of height x width) into out[3][size][size].
+void render(const Image& img, int reduce, const Plan& p, const ImageTransform& t, float* out) {
+  Image src;
+  CropBox box = p.box;
+  if (t.mode == Augment::kTrain) {
+    if (reduce > 1) {  // the box in reduced pixels, kept inside the decoded image
+      box.top = std::min(p.box.top / reduce, img.height - 1);
+      box.left = std::min(p.box.left / reduce, img.width - 1);
+      box.height = std::clamp(py_round(static_cast<double>(p.box.height) / reduce), 1, img.height - box.top);
+      box.width = std::clamp(py_round(static_cast<double>(p.box.width) / reduce), 1, img.width - box.left);
+    }
+  } else {
+    src = resize_image(img, p.resize_h, p.resize_w);
+  }
+  const Image& from = t.mode == Augment::kTrain ? img : src;
   // Crop (a copy of the box's rows), then resize the crop to the output size.
   Image crop;
   crop.height = box.height;
   crop.width = box.width;
   crop.rgb.resize(static_cast<size_t>(box.height) * box.width * 3);
   for (int y = 0; y < box.height; ++y) {
-    const uint8_t* row = src.rgb.data() + (static_cast<size_t>(box.top + y) * src.width + box.left) * 3;
+    const uint8_t* row = from.rgb.data() + (static_cast<size_t>(box.top + y) * from.width + box.left) * 3;
     std::copy(row, row + static_cast<size_t>(box.width) * 3, crop.rgb.data() + static_cast<size_t>(y) * box.width * 3);
   }
   const Image res = (crop.height == t.size && crop.width == t.size) ? crop : resize_image(crop, t.size, t.size);
@@ -69,7 +107,7 @@ void transform_into(const Image& img, const ImageTransform& t, std::mt19937_64& 
   for (int y = 0; y < t.size; ++y) {
     const uint8_t* row = res.rgb.data() + static_cast<size_t>(y) * t.size * 3;
     for (int x = 0; x < t.size; ++x) {
-      const uint8_t* px = row + static_cast<size_t>(flip ? t.size - 1 - x : x) * 3;
+      const uint8_t* px = row + static_cast<size_t>(p.flip ? t.size - 1 - x : x) * 3;
       const size_t o = static_cast<size_t>(y) * t.size + x;
       out[o] = px[0] * scale[0] + shift[0];
       out[plane + o] = px[1] * scale[1] + shift[1];
@@ -168,7 +206,7 @@ CropBox center_crop_box(int height, int width, int crop) {
 
 torch::Tensor apply_transform(const Image& img, const ImageTransform& t, std::mt19937_64& rng) {
   torch::Tensor out = torch::empty({3, t.size, t.size}, torch::kFloat32);
-  transform_into(img, t, rng, out.data_ptr<float>());
+  render(img, 1, plan_transform(img.height, img.width, t, rng), t, out.data_ptr<float>());
   return out;
 }
 
@@ -208,6 +246,27 @@ struct ImageFolderSource::Impl {
     return img;
   }
 
+  // Decodes and transforms one sample. JPEGs are decoded at a reduced scale when the planned
+  // crop allows it (see reduction_for); cached images are kept at full size.
+  void transform_sample(int64_t sample, std::mt19937_64& rng, float* out) {
+    const std::string& path = index.samples[sample].first;
+    if (opt.cache_decoded || !opt.reduced_decode) {
+      const auto img = load(sample);
+      render(*img, 1, plan_transform(img->height, img->width, transform, rng), transform, out);
+      return;
+    }
+    const std::string bytes = read_file(path);
+    int h = 0, w = 0;
+    if (!jpeg_size(bytes, &h, &w)) {
+      const Image img = decode_bytes(bytes, path, 1);
+      render(img, 1, plan_transform(img.height, img.width, transform, rng), transform, out);
+      return;
+    }
+    const Plan plan = plan_transform(h, w, transform, rng);
+    const int reduce = reduction_for(plan, transform, h, w);
+    render(decode_bytes(bytes, path, reduce), reduce, plan, transform, out);
+  }
+
   // Builds batch b of `ep` from `ord`: pure in its inputs, so any thread may build any batch.
   Batch build(int64_t ep, const torch::Tensor& ord, int64_t b) {
     const int64_t n = ord.size(0);
@@ -219,16 +278,14 @@ struct ImageFolderSource::Impl {
     const int64_t* ids = ord.data_ptr<int64_t>();
     for (int64_t k = begin; k < end; ++k) {
       const int64_t sample = ids[k];
-      std::shared_ptr<const Image> img;
+      std::mt19937_64 rng(mix(mix(mix(opt.seed) ^ static_cast<uint64_t>(ep)) ^ static_cast<uint64_t>(sample)));
       try {
-        img = load(sample);
+        transform_sample(sample, rng, input[kept].data_ptr<float>());
       } catch (const Error&) {
         if (!opt.skip_bad_images) throw;
         ++bad;
         continue;
       }
-      std::mt19937_64 rng(mix(mix(mix(opt.seed) ^ static_cast<uint64_t>(ep)) ^ static_cast<uint64_t>(sample)));
-      transform_into(*img, transform, rng, input[kept].data_ptr<float>());
       target[kept] = index.samples[sample].second;
       ++kept;
     }
@@ -281,6 +338,7 @@ ImageFolderSource::ImageFolderSource(ImageFolderIndex index, ImageTransform tran
   if (options.batch_size <= 0) throw ConfigError("--batch-size must be positive");
   if (options.workers < 0) throw ConfigError("--workers must be >= 0");
   if (options.prefetch_batches < 1) throw ConfigError("--prefetch must be >= 1");
+  use_single_threaded_backend();
 }
 
 ImageFolderSource::~ImageFolderSource() {

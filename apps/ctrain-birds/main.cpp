@@ -29,6 +29,7 @@ struct BirdsArgs {
   bool data_only = false;
   bool skip_bad = false;
   bool cache_decoded = false;
+  bool full_decode = false;
   int image_size = 224;
 };
 
@@ -86,6 +87,7 @@ int run(int argc, char** argv) {
   app.add_option("--image-size,--image_size", a.image_size, "crop size fed to the network");
   app.add_flag("--skip-bad-images,--skip_bad_images", a.skip_bad, "skip and count unreadable images");
   app.add_flag("--cache-decoded,--cache_decoded", a.cache_decoded, "keep decoded images in memory");
+  app.add_flag("--full-decode,--full_decode", a.full_decode, "never decode JPEGs at reduced scale");
   app.add_flag("--data-only,--data_only", a.data_only, "run only the input pipeline and print images/s");
   ctrain::apps::add_train_flags(app, cfg);
   ctrain::apps::add_dist_flags(app, dist);
@@ -112,6 +114,7 @@ int run(int argc, char** argv) {
   lo.cache_decoded = a.cache_decoded;
   lo.skip_bad_images = a.skip_bad;
   lo.pin_memory = rt.device.is_cuda();
+  lo.reduced_decode = !a.full_decode;
   lo.seed = static_cast<uint64_t>(cfg.seed);
   ctrain::data::ImageTransform train_tf, val_tf;
   train_tf.size = val_tf.size = a.image_size;

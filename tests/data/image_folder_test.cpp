@@ -8,6 +8,7 @@
 #include "../support/fixtures.h"
 #include "../support/images.h"
 #include "core/error.h"
+#include "core/fs.h"
 
 namespace ctrain::data {
 namespace {
@@ -187,6 +188,52 @@ TEST(LoaderTest, BadImageNamedOrSkipped) {
   while (auto b = src.next()) seen += b->input.size(0);
   EXPECT_EQ(seen, 8);
   EXPECT_EQ(src.bad_images(), 1);
+}
+
+}  // namespace
+}  // namespace ctrain::data
+
+namespace ctrain::data {
+namespace {
+
+TEST(ReducedDecodeTest, JpegSizeFromHeaderAndCloseToFullDecode) {
+  TempDir dir;
+  // A large photo-like JPEG: smooth gradients plus noise.
+  cv::Mat img(900, 1200, CV_8UC3);
+  cv::randu(img, cv::Scalar::all(0), cv::Scalar::all(40));
+  for (int y = 0; y < img.rows; ++y) {
+    for (int x = 0; x < img.cols; ++x) img.at<cv::Vec3b>(y, x) += cv::Vec3b(x / 6, y / 5, (x + y) / 12);
+  }
+  std::filesystem::create_directories(dir / "t/a");
+  cv::imwrite(dir / "t/a/big.jpg", img);
+  int h = 0, w = 0;
+  ASSERT_TRUE(jpeg_size(ctrain::read_file(dir / "t/a/big.jpg"), &h, &w));
+  EXPECT_EQ(h, 900);
+  EXPECT_EQ(w, 1200);
+  EXPECT_FALSE(jpeg_size("\x89PNG not a jpeg", &h, &w));
+  EXPECT_FALSE(jpeg_size(std::string("\xff\xd8\xff\xc0\x00", 5), &h, &w));  // truncated SOF
+
+  const auto idx = index_image_folder(dir / "t");
+  for (Augment mode : {Augment::kTrain, Augment::kEval}) {
+    ImageTransform t;
+    t.mode = mode;
+    t.size = 64;
+    t.resize = 73;
+    auto render_with = [&](bool reduced) {
+      LoaderOptions o;
+      o.batch_size = 1;
+      o.workers = 0;
+      o.reduced_decode = reduced;
+      ImageFolderSource src(idx, t, ShardSampler(1, 0, 1, 5, false), o);
+      src.start_epoch(3);
+      return src.next()->input;
+    };
+    const torch::Tensor full = render_with(false), reduced = render_with(true);
+    // Same crop geometry, slightly different resampling: close on average, not equal.
+    const double mean_diff = (full - reduced).abs().mean().item<double>();
+    EXPECT_LT(mean_diff, 0.1) << (mode == Augment::kTrain ? "train" : "eval");
+    EXPECT_GT(full.std().item<double>(), 0.1);  // the image has content to compare
+  }
 }
 
 }  // namespace

@@ -1,0 +1,47 @@
+#!/usr/bin/python3
+"""The PyTorch peer of ctrain-birds: the transfer-learning tutorial's pipeline and training
+loop (torchvision ImageFolder + DataLoader with PIL decoding, RandomResizedCrop, flip,
+Normalize; ResNet-18, SGD momentum 0.9). --data-only iterates the training loader alone.
+Prints one JSON line per epoch with images/s of the training part."""
+import argparse, json, time
+
+import torch
+import torch.nn as nn
+import torchvision
+from torchvision import transforms
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--data-only", action="store_true")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    tf = transforms.Compose([
+        transforms.RandomResizedCrop(a.image_size), transforms.RandomHorizontalFlip(),
+        transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    ds = torchvision.datasets.ImageFolder(a.data_dir + "/train", tf)
+    loader = torch.utils.data.DataLoader(ds, batch_size=a.batch_size, shuffle=True,
+                                         num_workers=a.workers, persistent_workers=a.workers > 0)
+    model = torchvision.models.resnet18(num_classes=len(ds.classes))
+    opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    for epoch in range(a.epochs):
+        n, t0 = 0, time.perf_counter()
+        model.train()
+        for x, y in loader:
+            if not a.data_only:
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                opt.step()
+            n += len(y)
+        s = time.perf_counter() - t0
+        print(json.dumps({"epoch": epoch, "images": n, "seconds": s, "images_per_sec": n / s}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
