@@ -144,6 +144,26 @@ void DistributedDataParallel::broadcast_from_rank0() {
   }
 }
 
+void DistributedDataParallel::sync_buffers() {
+  std::vector<torch::Tensor> bufs;
+  for (auto& b : state_->module->buffers()) {
+    if (b.is_floating_point()) bufs.push_back(b);
+  }
+  if (bufs.empty()) return;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> flat{torch::cat([&] {
+    std::vector<torch::Tensor> v;
+    for (auto& b : bufs) v.push_back(b.reshape({-1}));
+    return v;
+  }())};
+  state_->pg->broadcast(flat, 0, "broadcast of buffers from rank 0");
+  int64_t offset = 0;
+  for (auto& b : bufs) {
+    b.copy_(flat[0].narrow(0, offset, b.numel()).view(b.sizes()));
+    offset += b.numel();
+  }
+}
+
 void DistributedDataParallel::prepare(bool sync) {
   std::lock_guard<std::mutex> lock(state_->mu);
   state_->sync = sync;

@@ -26,6 +26,10 @@ class DistributedDataParallel {
 
   // Makes every rank's parameters and buffers equal to rank 0's.
   void broadcast_from_rank0();
+  // Call before each training forward: copies rank 0's floating-point buffers (BatchNorm
+  // running statistics) to every rank, as PyTorch's DDP does with broadcast_buffers=True, in
+  // one coalesced broadcast. A no-op for modules without such buffers.
+  void sync_buffers();
   // Call before backward: sync=false is no_sync (gradient accumulation: hooks do nothing and
   // gradients just accumulate locally), sync=true reduces this backward's (accumulated) grads.
   void prepare(bool sync);

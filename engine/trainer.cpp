@@ -327,6 +327,7 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
       const torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
       const torch::Tensor y = batch->target.to(device, /*non_blocking=*/true);
       if (step % accumulate == 0) optimizer.zero_grad();
+      if (ddp) ddp->sync_buffers();  // BatchNorm statistics follow rank 0's, as in PyTorch
       const torch::Tensor logits = model.forward(x);
       const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
       if (ddp) ddp->prepare(sync);

@@ -97,6 +97,17 @@ TEST(DdpTest, WeightsStayIdenticalAcrossRanksAndMatchOneProcess) {
   }
 }
 
+TEST(DdpTest, BufferSyncGivesEveryRankRankZerosStatistics) {
+  TempDir dir;
+  std::string out;
+  const auto codes = run_ranks(2, "--scenario buffers", dir, &out);
+  ASSERT_EQ(codes, (std::vector<int>{0, 0})) << out;
+  const auto b0 = load_tensors(dir / "buffers_rank0.pt");
+  const auto b1 = load_tensors(dir / "buffers_rank1.pt");
+  for (size_t i = 0; i < b0.size(); ++i) EXPECT_TRUE(torch::equal(b0[i], b1[i])) << i;
+  EXPECT_GT(b0[0].abs().sum().item<double>(), 0.0);  // statistics were really updated
+}
+
 TEST(DdpTest, KilledRankMakesTheOtherFailNamingTheCollective) {
   TempDir dir;
   std::string out;

@@ -70,6 +70,17 @@ int main(int argc, char** argv) {
         opt.step();
       }
       torch::save(model->parameters(), file);
+    } else if (scenario == "buffers") {
+      // Each rank's BatchNorm sees different data; after sync_buffers() every rank holds
+      // rank 0's running statistics.
+      torch::nn::BatchNorm1d bn(4);
+      auto x = torch::randn({8, 4}) * (rank + 1) + rank;
+      bn->train();
+      bn->forward(x);  // running stats now differ by rank
+      auto bn_ddp_module = std::make_shared<torch::nn::Sequential>(bn);
+      DistributedDataParallel bn_ddp(bn_ddp_module->ptr(), *pg, bucket_mb);
+      bn_ddp.sync_buffers();
+      torch::save(std::vector<torch::Tensor>{bn->running_mean, bn->running_var}, file);
     } else if (scenario == "die" || scenario == "hang") {
       if (rank == 1) {
         if (scenario == "die") ::kill(::getpid(), SIGKILL);
