@@ -12,6 +12,7 @@ packages=(
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   dataset-fashion-mnist               # the embedded default data (IDX files)
   python3-torch python3-torchvision   # PyTorch peers: parity tests and benchmarks
+  python3-onnx                        # an independent ONNX checker for the exported files
 )
 
 missing=()

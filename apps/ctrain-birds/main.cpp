@@ -10,6 +10,7 @@
 #include <cstdio>
 
 #include "apps/common/cli.h"
+#include "apps/common/models.h"
 #include "data/image_folder.h"
 #include "engine/checkpoint.h"
 #include "engine/trainer.h"
@@ -53,6 +54,12 @@ void load_pretrained(const BirdsArgs& a, ctrain::models::ResNet& net, int64_t cl
   }
 }
 
+// The first validation batch: real images to check the exported model against LibTorch.
+torch::Tensor onnx_sample(ctrain::data::ImageFolderSource& val) {
+  val.start_epoch(0);
+  return val.next()->input;
+}
+
 std::string minutes_seconds(double s) {
   char buf[64];
   std::snprintf(buf, sizeof(buf), "%.0fm %.0fs", std::floor(s / 60), std::fmod(s, 60));
@@ -89,6 +96,8 @@ int run(int argc, char** argv) {
   app.add_flag("--cache-decoded,--cache_decoded", a.cache_decoded, "keep decoded images in memory");
   app.add_flag("--full-decode,--full_decode", a.full_decode, "never decode JPEGs at reduced scale");
   app.add_flag("--data-only,--data_only", a.data_only, "run only the input pipeline and print images/s");
+  bool no_onnx = false;
+  app.add_flag("--no-onnx,--no_onnx", no_onnx, "do not export outputs/model.onnx at the end");
   ctrain::apps::add_train_flags(app, cfg);
   ctrain::apps::add_dist_flags(app, dist);
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
@@ -172,6 +181,7 @@ int run(int argc, char** argv) {
   if (rt.is_rank0()) {
     std::printf("Training complete in %s\n", minutes_seconds(r.seconds).c_str());
     std::printf("Best val Acc: %.4f\n", r.best_val_acc);
+    if (!no_onnx) ctrain::apps::export_final_model(model, cfg.output_dir, onnx_sample(val_data));
     if (train_data.bad_images() + val_data.bad_images() > 0) {
       std::printf("skipped unreadable images: %lld\n",
                   static_cast<long long>(train_data.bad_images() + val_data.bad_images()));

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "apps/common/cli.h"
+#include "apps/common/models.h"
 #include "data/idx.h"
 #include "data/sampler.h"
 #include "engine/trainer.h"
@@ -39,6 +40,8 @@ int run(int argc, char** argv) {
   app.add_option("--learning-rate,--learning_rate", cfg.optim.learning_rate, "SGD learning rate");
   app.add_option("--epochs,--num-epochs,--num_epochs", cfg.epochs, "total epochs");
   app.add_option("--eval-batch-size,--eval_batch_size", a.eval_batch_size, "batch size for evaluation");
+  bool no_onnx = false;
+  app.add_flag("--no-onnx,--no_onnx", no_onnx, "do not export outputs/model.onnx at the end");
   ctrain::apps::add_train_flags(app, cfg);
   ctrain::apps::add_dist_flags(app, dist);
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
@@ -96,6 +99,8 @@ int run(int argc, char** argv) {
     std::printf("final_acc: %.4f\n", r.final_val_acc);
     std::printf("Training time: %.1fs (%lld epochs run, model at %s/model.pt)\n", r.seconds,
                 static_cast<long long>(r.epochs_run), cfg.output_dir.c_str());
+    // The exported model is checked against LibTorch on real test images.
+    if (!no_onnx) ctrain::apps::export_final_model(model, cfg.output_dir, mnist.test.images.slice(0, 0, 8));
   }
   return 0;
 }

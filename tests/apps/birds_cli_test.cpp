@@ -41,7 +41,9 @@ TEST_F(BirdsCliTest, LearnsAndWritesTheTutorialsOutputs) {
     EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
   }
   const auto meta = ctrain::engine::checkpoint_peek(out_ / "o/model.pt");
-  EXPECT_GE(meta.best_val_acc, 0.9) << r.output;  // two visibly different classes: chance is 0.5
+  EXPECT_GE(meta.best_val_acc, 0.9) << r.output;
+  EXPECT_TRUE(fs::exists(out_ / "o/model.onnx"));
+  EXPECT_NE(r.output.find("ONNX: "), std::string::npos) << r.output;  // two visibly different classes: chance is 0.5
   EXPECT_EQ(meta.spec["classes"], (std::vector<std::string>{"chicken", "turkey"}));
   EXPECT_EQ(meta.spec["arch"], "resnet18");
   std::ifstream metrics(out_ / "o/metrics.jsonl");

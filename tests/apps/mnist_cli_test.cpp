@@ -70,6 +70,8 @@ TEST_F(MnistCliTest, UnderscoreSpellingsTrainAndPrintLikeTheSample) {
   EXPECT_NE(r.output.find("final_acc"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::exists(out_ / "o/model.pt"));
   EXPECT_TRUE(fs::exists(out_ / "o/metrics.jsonl"));
+  EXPECT_TRUE(fs::exists(out_ / "o/model.onnx"));
+  EXPECT_NE(r.output.find("verified with OpenCV dnn on 8 inputs"), std::string::npos) << r.output;
   const auto meta = ctrain::engine::checkpoint_peek(out_ / "o/model.pt");
   EXPECT_EQ(meta.spec["hidden1"], 64);
   EXPECT_EQ(meta.config["app"]["batch_size"], 32);

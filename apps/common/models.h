@@ -1,0 +1,80 @@
+#pragma once
+// Rebuilding a model from the spec every checkpoint carries, and the trainers' final ONNX
+// step. Header-only, included by one translation unit per app.
+#include <torch/torch.h>
+
+#include <cstdio>
+
+#include "core/error.h"
+#include "engine/checkpoint.h"
+#include "engine/trainer.h"
+#include "models/mlp.h"
+#include "models/resnet.h"
+#ifdef CTRAIN_WITH_ONNX
+#include "export/onnx.h"
+#endif
+
+namespace ctrain::apps {
+
+// {"arch": "mlp", "in_features", "hidden1", "hidden2", "num_classes"} or
+// {"arch": "resnet18|34|50", "num_classes", ...} -> a freshly initialised model.
+inline engine::Model build_model(const nlohmann::json& spec) {
+  const std::string arch = spec.value("arch", "");
+  if (arch == "mlp") {
+    models::MlpOptions o;
+    o.in_features = spec.value("in_features", o.in_features);
+    o.hidden1 = spec.value("hidden1", o.hidden1);
+    o.hidden2 = spec.value("hidden2", o.hidden2);
+    o.num_classes = spec.value("num_classes", o.num_classes);
+    models::Mlp m(o);
+    return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec};
+  }
+  if (models::is_resnet_arch(arch)) {
+    models::ResNet m(models::ResNetOptions{arch, spec.value("num_classes", int64_t{1000})});
+    return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec};
+  }
+  throw Error("unknown model architecture '" + arch + "' in the model spec");
+}
+
+inline bool onnx_available() {
+#ifdef CTRAIN_WITH_ONNX
+  return true;
+#else
+  return false;
+#endif
+}
+
+// Exports `model` to `onnx_path` and checks it against LibTorch on `sample` (a batch of real
+// inputs) with OpenCV's dnn. Returns the max abs difference; throws ctrain::Error on failure.
+inline double export_and_verify(engine::Model& model, const std::string& onnx_path,
+                                const torch::Tensor& sample, double tolerance = 1e-4) {
+#ifdef CTRAIN_WITH_ONNX
+  torch::NoGradGuard no_grad;
+  model.module->eval();
+  const auto device = model.module->parameters().front().device();
+  const torch::Tensor expected = model.forward(sample.to(device)).cpu();
+  exporter::export_onnx(*model.module, model.spec, onnx_path);
+  return exporter::verify_onnx(onnx_path, sample.cpu(), expected, tolerance).max_abs_diff;
+#else
+  (void)model, (void)onnx_path, (void)sample, (void)tolerance;
+  throw Error("this ctrain was built without ONNX export (needs libonnx-dev and OpenCV dnn)");
+#endif
+}
+
+// The trainers' last step on rank 0: outputs/model.pt (the final or best weights) exported to
+// outputs/model.onnx and verified on `sample`.
+inline void export_final_model(engine::Model& model, const std::string& output_dir,
+                               const torch::Tensor& sample) {
+  if (!onnx_available()) {
+    std::printf("ONNX export skipped: this ctrain was built without libonnx-dev\n");
+    return;
+  }
+  engine::checkpoint_load(output_dir + "/model.pt", *model.module, nullptr);
+  const std::string path = output_dir + "/model.onnx";
+  const double diff = export_and_verify(model, path, sample);
+  std::printf("ONNX: %s verified with OpenCV dnn on %lld inputs, max abs diff %.2e vs LibTorch\n",
+              path.c_str(), static_cast<long long>(sample.size(0)), diff);
+  std::fflush(stdout);
+}
+
+}  // namespace ctrain::apps

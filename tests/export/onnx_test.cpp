@@ -1,0 +1,123 @@
+#include "export/onnx.h"
+
+#include <gtest/gtest.h>
+#include <onnx/onnx_pb.h>
+
+#include <fstream>
+
+#include "../support/fixtures.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "models/mlp.h"
+#include "models/resnet.h"
+
+namespace ctrain::exporter {
+namespace {
+
+using ctrain::testing::run_command;
+using ctrain::testing::TempDir;
+
+torch::Tensor logits_of(torch::nn::Module& m, const std::function<torch::Tensor(torch::Tensor)>& f,
+                        const torch::Tensor& x) {
+  torch::NoGradGuard g;
+  m.eval();
+  return f(x);
+}
+
+TEST(OnnxExportTest, MlpMatchesLibTorchForBatch1And8) {
+  TempDir dir;
+  torch::manual_seed(1);
+  models::Mlp m(models::MlpOptions{});
+  const nlohmann::json spec = {{"arch", "mlp"}};
+  export_onnx(*m, spec, dir / "mlp.onnx");
+  for (int64_t batch : {1, 8}) {
+    const torch::Tensor x = torch::rand({batch, 784});
+    const auto r = verify_onnx(dir / "mlp.onnx", x, logits_of(*m, [&](auto t) { return m->forward(t); }, x));
+    EXPECT_LT(r.max_abs_diff, 1e-4);
+    EXPECT_EQ(r.batch, batch);
+  }
+}
+
+// Non-trivial BatchNorm statistics, so inference-form normalisation is really compared.
+void randomise_batchnorm(torch::nn::Module& m) {
+  torch::NoGradGuard g;
+  for (auto& b : m.named_buffers()) {
+    if (b.key().find("running_mean") != std::string::npos) b.value().uniform_(-0.2, 0.2);
+    if (b.key().find("running_var") != std::string::npos) b.value().uniform_(0.5, 1.5);
+  }
+}
+
+TEST(OnnxExportTest, ResNetsMatchLibTorchWithDynamicBatch) {
+  for (const std::string arch : {"resnet18", "resnet50"}) {
+    TempDir dir;
+    torch::manual_seed(2);
+    models::ResNet m(models::ResNetOptions{arch, 5});
+    randomise_batchnorm(*m);
+    const nlohmann::json spec = {{"arch", arch}, {"num_classes", 5}, {"image_size", 64},
+                                 {"classes", {"a", "b", "c", "d", "e"}}, {"mean", {0.485, 0.456, 0.406}}};
+    export_onnx(*m, spec, dir / "r.onnx");
+    for (int64_t batch : {1, 8}) {
+      const torch::Tensor x = torch::randn({batch, 3, 64, 64});
+      const auto r = verify_onnx(dir / "r.onnx", x, logits_of(*m, [&](auto t) { return m->forward(t); }, x));
+      EXPECT_LT(r.max_abs_diff, 1e-4) << arch << " batch " << batch;
+    }
+    // Metadata round-trips through the file.
+    onnx::ModelProto proto;
+    ASSERT_TRUE(proto.ParseFromString(ctrain::read_file(dir / "r.onnx")));
+    std::map<std::string, std::string> meta;
+    for (const auto& p : proto.metadata_props()) meta[p.key()] = p.value();
+    EXPECT_EQ(meta["arch"], arch);
+    EXPECT_EQ(nlohmann::json::parse(meta["classes"])[4], "e");
+    EXPECT_EQ(meta["input_size"], "[3,64,64]");
+    EXPECT_EQ(proto.opset_import(0).version(), 17);
+    EXPECT_EQ(proto.graph().input(0).name(), "input");
+    EXPECT_EQ(proto.graph().output(0).name(), "logits");
+    EXPECT_EQ(proto.graph().input(0).type().tensor_type().shape().dim(0).dim_param(), "batch");
+  }
+}
+
+TEST(OnnxExportTest, PythonOnnxChecksTheFile) {
+  if (run_command("/usr/bin/python3 -c 'import onnx'").exit_code != 0) GTEST_SKIP() << "python3-onnx missing";
+  TempDir dir;
+  models::ResNet m(models::ResNetOptions{"resnet18", 3});
+  export_onnx(*m, {{"arch", "resnet18"}, {"image_size", 32}}, dir / "r.onnx");
+  const auto r = run_command("/usr/bin/python3 -c \"import onnx; m = onnx.load('" + (dir / "r.onnx") +
+                             "'); onnx.checker.check_model(m, full_check=True); print('checked', m.graph.output[0].name)\"");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("checked logits"), std::string::npos) << r.output;
+}
+
+// A model with a layer the exporter has no mapping for.
+struct MlpWithExtra : torch::nn::Module {
+  MlpWithExtra() {
+    register_module("fc1", torch::nn::Linear(4, 3));
+    register_module("fc2", torch::nn::Linear(3, 3));
+    register_module("fc3", torch::nn::Linear(3, 2));
+    register_module("attention", torch::nn::Linear(2, 2));
+  }
+};
+
+TEST(OnnxExportTest, UnsupportedLayersAreNamed) {
+  TempDir dir;
+  MlpWithExtra m;
+  try {
+    export_onnx(m, {{"arch", "mlp"}}, dir / "x.onnx");
+    FAIL() << "exported a layer it cannot express";
+  } catch (const ctrain::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("attention.weight"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir / "x.onnx"));
+  EXPECT_THROW(export_onnx(m, {{"arch", "transformer"}}, dir / "y.onnx"), ctrain::Error);
+}
+
+TEST(OnnxExportTest, VerifyFailsWhenOutputsDiffer) {
+  TempDir dir;
+  models::Mlp m(models::MlpOptions{});
+  export_onnx(*m, {{"arch", "mlp"}}, dir / "m.onnx");
+  const torch::Tensor x = torch::rand({2, 784});
+  const torch::Tensor wrong = logits_of(*m, [&](auto t) { return m->forward(t); }, x) + 0.01;
+  EXPECT_THROW(verify_onnx(dir / "m.onnx", x, wrong), ctrain::Error);
+}
+
+}  // namespace
+}  // namespace ctrain::exporter
