@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 DATA ?= /usr/share/datasets/fashion-mnist
 EPOCHS ?= 3
 
-.PHONY: deps configure build run test bench clean
+.PHONY: deps configure build run test test-faults bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -25,6 +25,10 @@ run: build
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# The fault-injection tests alone, one line per fault (they also run in `make test`).
+test-faults: build
+	@bash scripts/test-faults.sh $(BUILD_DIR)
 
 bench: build
 	/usr/bin/python3 benchmarks/mnist_vs_pytorch.py

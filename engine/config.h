@@ -40,6 +40,10 @@ struct TrainConfig {
   // Which validation metric picks outputs/model.pt: false = the last epoch's weights (the
   // MNIST sample), true = the best validation accuracy's (the transfer-learning tutorial).
   bool keep_best = false;
+  // --on-nan: "stop" (default) ends the run with an error naming the first non-finite step,
+  // before that epoch reaches a checkpoint; "skip" drops such steps (no optimizer update) and
+  // counts them. skip costs one host sync (and, distributed, one small allreduce) per step.
+  std::string on_nan = "stop";
   OptimConfig optim;
   CheckpointConfig checkpoint;
   DistConfig dist;

@@ -4,6 +4,9 @@
 
 #include <array>
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <limits>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -115,6 +118,34 @@ std::optional<std::string> resume_source(const TrainConfig& cfg, const std::stri
   return std::nullopt;
 }
 
+// Test-only fault injection, read once: CTRAIN_FAULT_AT="ACTION:EPOCH:STEP[:RANK]" makes the
+// given rank SIGKILL or SIGSTOP itself, or turn its loss into NaN, when it reaches that step
+// (1-based) of that epoch, in a process that is not a launcher restart. The fault tests use
+// it to interrupt training at a known point with a real signal.
+struct FaultInjection {
+  std::string action;  // "kill", "stop" or "nan"; empty = none
+  int64_t epoch = -1, step = -1, rank = -1;
+
+  static FaultInjection from_env(int restart_count) {
+    FaultInjection f;
+    const char* v = std::getenv("CTRAIN_FAULT_AT");
+    if (v == nullptr || restart_count > 0) return f;
+    char action[16] = {0};
+    long long e = -1, st = -1, r = -1;
+    if (std::sscanf(v, "%15[a-z]:%lld:%lld:%lld", action, &e, &st, &r) >= 3) {
+      f.action = action;
+      f.epoch = e;
+      f.step = st;
+      f.rank = r;
+    }
+    return f;
+  }
+  bool due(int64_t epoch, int64_t step, int rank) const {
+    return !action.empty() && epoch == this->epoch && step == this->step &&
+           (this->rank < 0 || this->rank == rank);
+  }
+};
+
 void prune_checkpoints(const std::string& dir, int64_t keep) {
   if (keep <= 0) return;
   auto all = checkpoint_list(dir);
@@ -139,6 +170,16 @@ std::array<double, 3> global_sums(const torch::Tensor& loss_sum, const torch::Te
   return {sums[0].item<double>(), sums[1].item<double>(), sums[2].item<double>()};
 }
 
+// --on-nan skip: whether the loss is finite on every rank (one host sync, one allreduce).
+bool finite_everywhere(const torch::Tensor& loss, distributed::ProcessGroup* pg) {
+  torch::Tensor bad = loss.detach().isfinite().logical_not().to(torch::kFloat32).reshape({1});
+  if (pg != nullptr) {
+    if (pg->backend() != "nccl") bad = bad.cpu();
+    pg->allreduce_sum(bad, "allreduce of the non-finite loss flag");
+  }
+  return bad.item<float>() == 0.0f;
+}
+
 }  // namespace
 
 void TrainConfig::validate() const {
@@ -161,6 +202,9 @@ void TrainConfig::validate() const {
   if (!(dist.timeout_s > 0)) throw ConfigError("--dist-timeout must be positive (seconds)");
   if (!(dist.bucket_mb > 0)) throw ConfigError("--bucket-mb must be positive");
   if (dist.accumulate < 1) throw ConfigError("--accumulate must be >= 1");
+  if (on_nan != "stop" && on_nan != "skip") {
+    throw ConfigError("--on-nan must be stop or skip, got '" + on_nan + "'");
+  }
   if (checkpoint.resume && !checkpoint.resume_from.empty()) {
     throw ConfigError("--resume and --resume-from are exclusive: pick one");
   }
@@ -173,6 +217,7 @@ nlohmann::json TrainConfig::to_json() const {
           {"threads", threads},
           {"output_dir", output_dir},
           {"keep_best", keep_best},
+          {"on_nan", on_nan},
           {"learning_rate", optim.learning_rate},
           {"momentum", optim.momentum},
           {"weight_decay", optim.weight_decay},
@@ -306,6 +351,9 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
 
   const auto opts = torch::TensorOptions().device(device);
   const int64_t accumulate = cfg.dist.accumulate;
+  const FaultInjection fault = FaultInjection::from_env(rt.launch.restart_count);
+  const bool skip_nan = cfg.on_nan == "skip";
+  int64_t skipped_steps = 0;
   for (int64_t epoch = result.first_epoch; epoch < cfg.epochs; ++epoch) {
     const double lr = step_lr(cfg.optim, epoch);
     set_lr(optimizer, lr);
@@ -316,6 +364,9 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     // Running sums stay on the device: reading them is a host sync, done once per epoch.
     torch::Tensor loss_sum = torch::zeros({}, opts);
     torch::Tensor correct = torch::zeros({}, opts.dtype(torch::kInt64));
+    // The first step (1-based) whose loss was not finite, tracked on the device so that
+    // --on-nan stop can name it without a host sync per step; 0 = none.
+    torch::Tensor first_bad = torch::zeros({}, opts.dtype(torch::kInt64));
     int64_t samples = 0, step = 0;
     const auto t_epoch = Clock::now();
 
@@ -329,7 +380,18 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
       if (step % accumulate == 0) optimizer.zero_grad();
       if (ddp) ddp->sync_buffers();  // BatchNorm statistics follow rank 0's, as in PyTorch
       const torch::Tensor logits = model.forward(x);
-      const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+      if (fault.due(epoch, step + 1, rt.launch.rank)) {
+        if (fault.action == "kill") ::raise(SIGKILL);
+        if (fault.action == "stop") ::raise(SIGSTOP);
+        if (fault.action == "nan") loss = loss * std::numeric_limits<float>::quiet_NaN();
+      }
+      if (skip_nan && !finite_everywhere(loss, pg)) {  // every rank skips the same step
+        ++skipped_steps;
+        ++step;
+        optimizer.zero_grad();
+        continue;
+      }
       if (ddp) ddp->prepare(sync);
       (accumulate > 1 ? loss / static_cast<double>(accumulate) : loss).backward();
       if (sync) {
@@ -338,6 +400,8 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
       }
       // ---- everything that follows in the loop is bookkeeping --------------------------
       torch::NoGradGuard no_grad;
+      first_bad = torch::where(first_bad.eq(0) & loss.detach().isfinite().logical_not(),
+                               torch::full({}, step + 1, opts.dtype(torch::kInt64)), first_bad);
       loss_sum += loss.detach() * y.size(0);
       correct += logits.argmax(1).eq(y).sum();
       samples += y.size(0);
@@ -356,9 +420,15 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     st.lr = lr;
     st.momentum = cfg.optim.momentum;
     if (!std::isfinite(st.train_loss)) {
-      throw Error("training loss is " + std::to_string(st.train_loss) + " in epoch " +
-                      std::to_string(epoch) + ": stopping before it reaches a checkpoint",
-                  "lower --learning-rate; the last good checkpoint is in " + ckpt_dir);
+      const int64_t bad_step = first_bad.item<int64_t>();
+      throw Error("training loss became non-finite in epoch " + std::to_string(epoch) +
+                      (bad_step > 0 ? ", step " + std::to_string(bad_step) + " of " + std::to_string(steps)
+                                    : std::string(" (on another rank)")) +
+                      ": stopping before it reaches a checkpoint",
+                  "lower --learning-rate, or --on-nan skip; the last good checkpoint is in " + ckpt_dir);
+    }
+    if (skipped_steps > 0 && rank0) {
+      std::cerr << "warning: skipped " << skipped_steps << " step(s) with a non-finite loss so far\n";
     }
     st.val = evaluate(model, val_data, device, pg);
     st.is_best = result.best_epoch < 0 || st.val.acc > result.best_val_acc;
