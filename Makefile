@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 DATA ?= /usr/share/datasets/fashion-mnist
 EPOCHS ?= 3
 
-.PHONY: deps configure build run test test-faults bench clean
+.PHONY: deps configure build run test test-faults fuzz bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -29,6 +29,11 @@ test: build
 # The fault-injection tests alone, one line per fault (they also run in `make test`).
 test-faults: build
 	@bash scripts/test-faults.sh $(BUILD_DIR)
+
+# libFuzzer (clang, ASan + UBSan) on every parser of untrusted bytes, FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
 bench: build
 	/usr/bin/python3 benchmarks/mnist_vs_pytorch.py

@@ -80,7 +80,7 @@ IdxArray read_idx(const std::string& path, int expected_ndim) {
     out.dims.push_back(dim);
   }
   // Grow the buffer as bytes arrive rather than trusting the header for one big allocation.
-  out.bytes.reserve(std::min<uint64_t>(count, uint64_t{64} << 20));
+  out.bytes.reserve(std::min<uint64_t>(count, uint64_t{1} << 20));
   constexpr size_t kChunk = size_t{1} << 20;
   while (out.bytes.size() < count) {
     const size_t want = std::min<uint64_t>(kChunk, count - out.bytes.size());

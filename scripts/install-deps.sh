@@ -10,6 +10,7 @@ packages=(
   libopencv-dev libonnx-dev libprotobuf-dev
   libopenmpi-dev openmpi-bin
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  clang-14 libclang-rt-14-dev          # libFuzzer + sanitizers for `make fuzz`
   dataset-fashion-mnist               # the embedded default data (IDX files)
   python3-torch python3-torchvision   # PyTorch peers: parity tests and benchmarks
   python3-onnx                        # an independent ONNX checker for the exported files

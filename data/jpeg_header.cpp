@@ -1,0 +1,37 @@
+// JPEG header parsing, kept apart from the decoder: it reads untrusted bytes with no library
+// underneath (fuzzed in fuzz/), and a decoder swap must not touch it.
+#include <cstddef>
+#include <string>
+
+#include "data/decode.h"
+
+namespace ctrain::data {
+
+bool jpeg_size(const std::string& b, int* height, int* width) {
+  // Walk the marker segments after SOI (FF D8) to the first SOFn (C0-CF except C4, C8, CC),
+  // whose payload is: precision (1), height (2), width (2). Every length is bounds-checked.
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  const size_t n = b.size();
+  if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return false;
+  size_t i = 2;
+  while (i + 4 <= n) {
+    if (p[i] != 0xFF) return false;
+    const unsigned char m = p[i + 1];
+    if (m == 0xFF) {  // fill byte
+      ++i;
+      continue;
+    }
+    const size_t len = (size_t{p[i + 2]} << 8) | p[i + 3];
+    if (len < 2 || i + 2 + len > n) return false;
+    if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
+      if (len < 7) return false;
+      *height = (p[i + 5] << 8) | p[i + 6];
+      *width = (p[i + 7] << 8) | p[i + 8];
+      return *height > 0 && *width > 0;
+    }
+    i += 2 + len;
+  }
+  return false;
+}
+
+}  // namespace ctrain::data
