@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 DATA ?= /usr/share/datasets/fashion-mnist
 EPOCHS ?= 3
 
-.PHONY: deps configure build run test test-faults fuzz bench clean
+.PHONY: deps configure build run test test-faults test-sanitize fuzz bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -29,6 +29,14 @@ test: build
 # The fault-injection tests alone, one line per fault (they also run in `make test`).
 test-faults: build
 	@bash scripts/test-faults.sh $(BUILD_DIR)
+
+# The whole suite under AddressSanitizer + UBSan (GCC) in build-sanitize/. LibTorch itself is
+# not instrumented, so ASan's checks that need whole-program instrumentation are off.
+test-sanitize: deps
+	@cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTRAIN_SANITIZE=ON >/dev/null
+	@cmake --build build-sanitize -j $(JOBS)
+	@cd build-sanitize && ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0:alloc_dealloc_mismatch=0:detect_container_overflow=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --output-on-failure -j $(JOBS)
 
 # libFuzzer (clang, ASan + UBSan) on every parser of untrusted bytes, FUZZ_SECONDS each.
 FUZZ_SECONDS ?= 30
