@@ -43,7 +43,6 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
     throw ConfigError("--dist-backend nccl needs --device cuda (NCCL reduces GPU tensors only)");
   }
   auto impl = std::make_unique<Impl>();
-  const auto t0 = std::chrono::steady_clock::now();
   try {
     if (info.init_method.rfind("file://", 0) == 0) {
       impl->store = c10::make_intrusive<c10d::FileStore>(info.init_method.substr(7), info.world_size);
@@ -86,7 +85,6 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   pg->size_ = info.world_size;
   pg->backend_ = backend;
   pg->timeout_ = timeout;
-  (void)t0;
   return pg;
 }
 

@@ -53,6 +53,19 @@ inline int parse_or_exit(CLI::App& app, int argc, char** argv) {
   return -1;
 }
 
+// The tail every trainer shares: --no-onnx, the training and distributed flags, parsing and
+// validation. Returns an exit code to return now, or -1 to go on.
+inline int add_common_flags_and_parse(CLI::App& app, engine::TrainConfig& cfg,
+                                      distributed::DistFlags& dist, bool& no_onnx, int argc,
+                                      char** argv) {
+  app.add_flag("--no-onnx,--no_onnx", no_onnx, "do not export outputs/model.onnx at the end");
+  add_train_flags(app, cfg);
+  add_dist_flags(app, dist);
+  if (int code = parse_or_exit(app, argc, argv); code >= 0) return code;
+  cfg.validate();
+  return -1;
+}
+
 // Runs `body`, mapping ctrain::ConfigError to exit code 2 (usage) and other errors to 1, each
 // as one clear line prefixed with the program's name.
 inline int guarded_main(const char* name, const std::function<int()>& body) {

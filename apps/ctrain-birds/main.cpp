@@ -97,11 +97,9 @@ int run(int argc, char** argv) {
   app.add_flag("--full-decode,--full_decode", a.full_decode, "never decode JPEGs at reduced scale");
   app.add_flag("--data-only,--data_only", a.data_only, "run only the input pipeline and print images/s");
   bool no_onnx = false;
-  app.add_flag("--no-onnx,--no_onnx", no_onnx, "do not export outputs/model.onnx at the end");
-  ctrain::apps::add_train_flags(app, cfg);
-  ctrain::apps::add_dist_flags(app, dist);
-  if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
-  cfg.validate();
+  if (int code = ctrain::apps::add_common_flags_and_parse(app, cfg, dist, no_onnx, argc, argv); code >= 0) {
+    return code;
+  }
   if (a.image_size < 16) throw ctrain::ConfigError("--image-size must be at least 16");
   if (!ctrain::models::is_resnet_arch(a.arch)) {
     throw ctrain::ConfigError("--arch must be resnet18, resnet34 or resnet50, got '" + a.arch + "'");

@@ -41,11 +41,9 @@ int run(int argc, char** argv) {
   app.add_option("--epochs,--num-epochs,--num_epochs", cfg.epochs, "total epochs");
   app.add_option("--eval-batch-size,--eval_batch_size", a.eval_batch_size, "batch size for evaluation");
   bool no_onnx = false;
-  app.add_flag("--no-onnx,--no_onnx", no_onnx, "do not export outputs/model.onnx at the end");
-  ctrain::apps::add_train_flags(app, cfg);
-  ctrain::apps::add_dist_flags(app, dist);
-  if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
-  cfg.validate();
+  if (int code = ctrain::apps::add_common_flags_and_parse(app, cfg, dist, no_onnx, argc, argv); code >= 0) {
+    return code;
+  }
   if (a.batch_size <= 0) throw ctrain::ConfigError("--batch-size must be positive");
   if (a.eval_batch_size <= 0) throw ctrain::ConfigError("--eval-batch-size must be positive");
 

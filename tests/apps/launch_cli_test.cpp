@@ -21,12 +21,6 @@ std::string launch(int nproc, const std::string& rest) {
          " --master-port " + std::to_string(free_port()) + " " + rest;
 }
 
-std::vector<torch::Tensor> model_params(const std::string& path) {
-  ctrain::models::Mlp m(ctrain::models::MlpOptions{});
-  ctrain::engine::checkpoint_load(path, *m, nullptr);
-  return m->parameters();
-}
-
 double max_abs_diff(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   double d = 0;
   for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (a[i] - b[i]).abs().max().item<double>());
@@ -105,14 +99,14 @@ TEST_F(DistributedMnistTest, SameGlobalBatchSameWeights) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_command(mnist("--epochs 2 --batch-size 32 --accumulate 2 --output-dir " + (out_ / "acc1")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  const auto one = model_params(out_ / "one/model.pt");
-  EXPECT_LT(max_abs_diff(one, model_params(out_ / "two/model.pt")), 1e-5);
-  EXPECT_LT(max_abs_diff(one, model_params(out_ / "acc2/model.pt")), 1e-5);
-  EXPECT_LT(max_abs_diff(one, model_params(out_ / "acc1/model.pt")), 1e-5);
+  const auto one = ctrain::testing::mlp_params(out_ / "one/model.pt");
+  EXPECT_LT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "two/model.pt")), 1e-5);
+  EXPECT_LT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "acc2/model.pt")), 1e-5);
+  EXPECT_LT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "acc1/model.pt")), 1e-5);
   // A different global batch really differs (the comparisons above can fail).
   r = run_command(mnist("--epochs 2 --batch-size 32 --output-dir " + (out_ / "b32")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_GT(max_abs_diff(one, model_params(out_ / "b32/model.pt")), 1e-3);
+  EXPECT_GT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "b32/model.pt")), 1e-3);
 }
 
 TEST_F(DistributedMnistTest, RestartedGroupResumesAndFinishesLikeAnUninterruptedRun) {
@@ -129,8 +123,8 @@ TEST_F(DistributedMnistTest, RestartedGroupResumesAndFinishesLikeAnUninterrupted
   EXPECT_NE(r.output.find("restarting the group"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("epoch 1 done"), std::string::npos) << r.output;
-  const auto a = model_params(out_ / "ref/model.pt");
-  const auto b = model_params(out_ / "restart/model.pt");
+  const auto a = ctrain::testing::mlp_params(out_ / "ref/model.pt");
+  const auto b = ctrain::testing::mlp_params(out_ / "restart/model.pt");
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "param " << i;
 }
 

@@ -34,13 +34,8 @@ class FaultTest : public ::testing::Test {
     return bin("ctrain-launch") + " --nproc-per-node 2 --master-port " + std::to_string(free_port()) +
            " --stop-grace 2 " + rest;
   }
-  static std::vector<torch::Tensor> params(const std::string& path) {
-    ctrain::models::Mlp m(ctrain::models::MlpOptions{});
-    ctrain::engine::checkpoint_load(path, *m, nullptr);
-    return m->parameters();
-  }
   static void expect_same(const std::string& a, const std::string& b) {
-    const auto pa = params(a), pb = params(b);
+    const auto pa = ctrain::testing::mlp_params(a), pb = ctrain::testing::mlp_params(b);
     for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "param " << i;
   }
   static TempDir* data_;
@@ -132,7 +127,7 @@ TEST_F(FaultTest, NonFiniteLossStopsNamingTheStepOrIsSkipped) {
                   launch(mnist("--epochs 3 --resume --on-nan skip --output-dir " + (out_ / "o"))));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("skipped 1 step(s)"), std::string::npos) << r.output;
-  for (const auto& p : params(out_ / "o/model.pt")) EXPECT_TRUE(p.isfinite().all().item<bool>());
+  for (const auto& p : ctrain::testing::mlp_params(out_ / "o/model.pt")) EXPECT_TRUE(p.isfinite().all().item<bool>());
 }
 
 TEST_F(FaultTest, ResumeWithADifferentWorldSizeReshards) {

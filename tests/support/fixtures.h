@@ -17,6 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/checkpoint.h"
+#include "models/mlp.h"
+
 namespace ctrain::testing {
 
 namespace fs = std::filesystem;
@@ -128,6 +131,13 @@ inline int free_port() {
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
   ::close(fd);
   return ntohs(a.sin_port);
+}
+
+// The parameters of the default MNIST MLP saved at `path` (a ctrain model.pt or checkpoint).
+inline std::vector<torch::Tensor> mlp_params(const std::string& path) {
+  ctrain::models::Mlp m(ctrain::models::MlpOptions{});
+  ctrain::engine::checkpoint_load(path, *m, nullptr);
+  return m->parameters();
 }
 
 inline std::string bin(const std::string& name) { return std::string(CTRAIN_BIN_DIR) + "/" + name; }
