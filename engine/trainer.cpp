@@ -361,12 +361,11 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     train_data.start_epoch(epoch);
     const int64_t steps = train_data.batches_per_epoch();
     Progress progress(epoch, cfg.epochs, steps, cfg.log_interval, rank0, rt.launch.world_size);
-    // Running sums stay on the device: reading them is a host sync, done once per epoch.
-    torch::Tensor loss_sum = torch::zeros({}, opts);
+    // Per-step losses and the correct count stay on the device: reading them is a host sync,
+    // done once per epoch (which also finds the first non-finite step for --on-nan stop).
+    torch::Tensor step_loss = torch::zeros({steps}, opts);
+    std::vector<float> step_size(static_cast<size_t>(steps), 0.0f);
     torch::Tensor correct = torch::zeros({}, opts.dtype(torch::kInt64));
-    // The first step (1-based) whose loss was not finite, tracked on the device so that
-    // --on-nan stop can name it without a host sync per step; 0 = none.
-    torch::Tensor first_bad = torch::zeros({}, opts.dtype(torch::kInt64));
     int64_t samples = 0, step = 0;
     const auto t_epoch = Clock::now();
 
@@ -400,9 +399,8 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
       }
       // ---- everything that follows in the loop is bookkeeping --------------------------
       torch::NoGradGuard no_grad;
-      first_bad = torch::where(first_bad.eq(0) & loss.detach().isfinite().logical_not(),
-                               torch::full({}, step + 1, opts.dtype(torch::kInt64)), first_bad);
-      loss_sum += loss.detach() * y.size(0);
+      step_loss[step].copy_(loss.detach());
+      step_size[static_cast<size_t>(step)] = static_cast<float>(y.size(0));
       correct += logits.argmax(1).eq(y).sum();
       samples += y.size(0);
       progress.step(++step, samples, loss);
@@ -411,6 +409,8 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
 
     EpochStats st;
     st.seconds = seconds_since(t_epoch);
+    const torch::Tensor sizes = torch::from_blob(step_size.data(), {steps}, torch::kFloat32).to(device);
+    const torch::Tensor loss_sum = (step_loss * sizes).sum();
     const auto sums = global_sums(loss_sum, correct, samples, pg, "training metrics");
     st.epoch = epoch;
     st.epochs = cfg.epochs;
@@ -420,7 +420,9 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     st.lr = lr;
     st.momentum = cfg.optim.momentum;
     if (!std::isfinite(st.train_loss)) {
-      const int64_t bad_step = first_bad.item<int64_t>();
+      // Steps skipped by --on-nan skip hold 0: only a trained non-finite step counts here.
+      const torch::Tensor bad = step_loss.isfinite().logical_not().nonzero();
+      const int64_t bad_step = bad.numel() > 0 ? bad[0][0].item<int64_t>() + 1 : 0;
       throw Error("training loss became non-finite in epoch " + std::to_string(epoch) +
                       (bad_step > 0 ? ", step " + std::to_string(bad_step) + " of " + std::to_string(steps)
                                     : std::string(" (on another rank)")) +

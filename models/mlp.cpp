@@ -15,8 +15,10 @@ MlpImpl::MlpImpl(const MlpOptions& o) : options_(o) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  torch::Tensor h = torch::relu(fc1_->forward(x));
-  h = torch::relu(fc2_->forward(h));
+  // In-place ReLU on the Linear outputs: addmm's backward does not need its output, so this
+  // saves two allocations per step with identical values and gradients.
+  torch::Tensor h = fc1_->forward(x).relu_();
+  h = fc2_->forward(h).relu_();
   return fc3_->forward(h);
 }
 
