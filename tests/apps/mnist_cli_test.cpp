@@ -74,6 +74,19 @@ TEST_F(MnistCliTest, UnderscoreSpellingsTrainAndPrintLikeTheSample) {
   EXPECT_NE(r.output.find("verified with OpenCV dnn on 8 inputs"), std::string::npos) << r.output;
   const auto meta = ctrain::engine::checkpoint_peek(out_ / "o/model.pt");
   EXPECT_EQ(meta.spec["hidden1"], 64);
+  // ctrain-export rebuilds the model from the checkpoint's spec and verifies batch 1 and 8.
+  if (fs::exists(bin("ctrain-export"))) {
+    auto e = run_command(bin("ctrain-export") + " --checkpoint " + (out_ / "o/model.pt") +
+                         " --onnx " + (out_ / "o/again.onnx") + " --verify");
+    EXPECT_EQ(e.exit_code, 0) << e.output;
+    EXPECT_NE(e.output.find("batch 8: max abs diff"), std::string::npos) << e.output;
+    e = run_command(bin("ctrain-export") + " --onnx " + (out_ / "x.onnx"));
+    EXPECT_EQ(e.exit_code, 2) << e.output;
+    EXPECT_NE(e.output.find("--checkpoint or --weights"), std::string::npos) << e.output;
+    e = run_command(bin("ctrain-export") + " --checkpoint " + (out_ / "none.pt") + " --onnx " + (out_ / "x.onnx"));
+    EXPECT_EQ(e.exit_code, 1) << e.output;
+    EXPECT_NE(e.output.find("none.pt"), std::string::npos) << e.output;
+  }
   EXPECT_EQ(meta.config["app"]["batch_size"], 32);
 }
 
