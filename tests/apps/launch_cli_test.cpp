@@ -16,10 +16,7 @@ using ctrain::testing::run_command;
 using ctrain::testing::TempDir;
 namespace fs = std::filesystem;
 
-std::string launch(int nproc, const std::string& rest) {
-  return bin("ctrain-launch") + " --nproc-per-node " + std::to_string(nproc) +
-         " --master-port " + std::to_string(free_port()) + " " + rest;
-}
+std::string launch(int nproc, const std::string& rest) { return ctrain::testing::launch_cmd(nproc, rest); }
 
 double max_abs_diff(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   double d = 0;
@@ -69,21 +66,12 @@ TEST(LaunchTest, UsageErrors) {
   EXPECT_NE(r.output.find("/no/such/program"), std::string::npos);
 }
 
-class DistributedMnistTest : public ::testing::Test {
+class DistributedMnistTest : public ctrain::testing::SyntheticMnistSuite {
  protected:
-  static void SetUpTestSuite() {
-    data_ = new TempDir;
-    ctrain::testing::write_synthetic_mnist(data_->path().string(), 512, 100);
-  }
-  static void TearDownTestSuite() { delete data_; }
   static std::string mnist(const std::string& args) {
-    return bin("ctrain-mnist") + " --data-folder " + data_->path().string() +
-           " --learning-rate 0.05 --momentum 0.5 " + args;
+    return mnist_on_data("--learning-rate 0.05 --momentum 0.5 " + args);
   }
-  static TempDir* data_;
-  TempDir out_;
 };
-TempDir* DistributedMnistTest::data_ = nullptr;
 
 TEST_F(DistributedMnistTest, SameGlobalBatchSameWeights) {
   // 1 x 64 == 2 ranks x 32 == 2 ranks x 16 x accumulate 2 == 1 x 32 x accumulate 2,

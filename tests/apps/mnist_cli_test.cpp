@@ -14,20 +14,12 @@ using ctrain::testing::run_command;
 using ctrain::testing::TempDir;
 namespace fs = std::filesystem;
 
-class MnistCliTest : public ::testing::Test {
+class MnistCliTest : public ctrain::testing::SyntheticMnistSuite {
  protected:
-  static void SetUpTestSuite() {
-    data_ = new TempDir;
-    ctrain::testing::write_synthetic_mnist(data_->path().string(), 500, 100);
-  }
-  static void TearDownTestSuite() { delete data_; }
   static std::string mnist(const std::string& args) {
-    return bin("ctrain-mnist") + " --data-folder " + data_->path().string() + " --threads 1 " + args;
+    return mnist_on_data("--threads 1 " + args);
   }
-  static TempDir* data_;
-  TempDir out_;
 };
-TempDir* MnistCliTest::data_ = nullptr;
 
 TEST_F(MnistCliTest, UnknownFlagIsUsageError) {
   const auto r = run_command(mnist("--no-such-flag 3"));

@@ -14,34 +14,23 @@
 namespace {
 
 using ctrain::testing::bin;
-using ctrain::testing::free_port;
 using ctrain::testing::run_command;
 using ctrain::testing::TempDir;
 namespace fs = std::filesystem;
 
-class FaultTest : public ::testing::Test {
+class FaultTest : public ctrain::testing::SyntheticMnistSuite {
  protected:
-  static void SetUpTestSuite() {
-    data_ = new TempDir;
-    ctrain::testing::write_synthetic_mnist(data_->path().string(), 512, 100);
-  }
-  static void TearDownTestSuite() { delete data_; }
   static std::string mnist(const std::string& args) {
-    return bin("ctrain-mnist") + " --data-folder " + data_->path().string() +
-           " --batch-size 32 --learning-rate 0.05 --momentum 0.5 --no-onnx " + args;
+    return mnist_on_data("--batch-size 32 --learning-rate 0.05 --momentum 0.5 --no-onnx " + args);
   }
   static std::string launch(const std::string& rest) {
-    return bin("ctrain-launch") + " --nproc-per-node 2 --master-port " + std::to_string(free_port()) +
-           " --stop-grace 2 " + rest;
+    return ctrain::testing::launch_cmd(2, "--stop-grace 2 " + rest);
   }
   static void expect_same(const std::string& a, const std::string& b) {
     const auto pa = ctrain::testing::mlp_params(a), pb = ctrain::testing::mlp_params(b);
     for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "param " << i;
   }
-  static TempDir* data_;
-  TempDir out_;
 };
-TempDir* FaultTest::data_ = nullptr;
 
 TEST_F(FaultTest, KilledRankMidEpochIsRestartedAndEndsIdentical) {
   auto r = run_command(launch(mnist("--epochs 3 --output-dir " + (out_ / "ref"))));

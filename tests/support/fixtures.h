@@ -142,4 +142,29 @@ inline std::vector<torch::Tensor> mlp_params(const std::string& path) {
 
 inline std::string bin(const std::string& name) { return std::string(CTRAIN_BIN_DIR) + "/" + name; }
 
+// `ctrain-launch --nproc-per-node N` on a fresh port, followed by `rest` (options, program).
+inline std::string launch_cmd(int nproc, const std::string& rest) {
+  return bin("ctrain-launch") + " --nproc-per-node " + std::to_string(nproc) + " --master-port " +
+         std::to_string(free_port()) + " " + rest;
+}
+
+// A suite sharing one synthetic MNIST folder (512 train / 100 test images, written once) and a
+// fresh output directory per test. mnist(args) is a ctrain-mnist command on that data.
+class SyntheticMnistSuite : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    data_ = new TempDir;
+    write_synthetic_mnist(data_->path().string(), 512, 100);
+  }
+  static void TearDownTestSuite() {
+    delete data_;
+    data_ = nullptr;
+  }
+  static std::string mnist_on_data(const std::string& args) {
+    return bin("ctrain-mnist") + " --data-folder " + data_->path().string() + " " + args;
+  }
+  static inline TempDir* data_ = nullptr;
+  TempDir out_;
+};
+
 }  // namespace ctrain::testing
