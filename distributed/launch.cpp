@@ -113,6 +113,7 @@ std::string LaunchInfo::describe() const {
     << source.at("world_size") << "], local_rank " << local_rank << " [" << source.at("local_rank")
     << "], backend " << (backend.empty() ? "auto" : backend) << " [" << source.at("backend")
     << "], init " << init_method << " [" << source.at("init_method") << "]";
+  if (!run_id.empty()) o << ", run " << run_id << " [" << source.at("run_id") << "]";
   if (restart_count > 0) o << ", restart " << restart_count;
   return o.str();
 }
@@ -254,6 +255,18 @@ LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
     throw ConfigError(url_src + " '" + url + "' is not env://, tcp://host:port or file:///path");
   }
 
+  // Run id: the first launcher id that is set.
+  for (const char* var : {"TORCHELASTIC_RUN_ID", "OMPI_MCA_ess_base_jobid", "SLURM_JOB_ID",
+                          "AZUREML_RUN_ID"}) {
+    if (auto id = env(var)) {
+      info.run_id = *id;
+      info.source["run_id"] = var;
+      if (std::string(var) == "SLURM_JOB_ID") {
+        if (auto step = env("SLURM_STEP_ID")) info.run_id += "." + *step;
+      }
+      break;
+    }
+  }
   if (auto r = env("TORCHELASTIC_RESTART_COUNT")) {
     info.restart_count = parse_int(*r, "TORCHELASTIC_RESTART_COUNT");
   }

@@ -32,6 +32,9 @@ struct LaunchInfo {
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;  // default rendezvous port, as torchrun's
   int restart_count = 0;    // > 0 when a launcher restarted the group: resume from checkpoints
+  // The launcher's id for this job (TORCHELASTIC_RUN_ID, Open MPI's job id, SLURM_JOB_ID.STEP,
+  // AZUREML_RUN_ID); "" when none is known. Rank 0's store refuses peers of another run.
+  std::string run_id;
   // field -> the variable or flag it came from ("RANK (torchrun)", "--rank", "default").
   std::map<std::string, std::string> source;
 
@@ -51,6 +54,8 @@ EnvLookup process_env();
 // A lower source that describes the same world size but another rank is a contradiction
 // (ConfigError naming both); one with a different world size is an outer launcher (Slurm
 // around torchrun) and is ignored. Also throws for rank >= world size and malformed values.
+// The run id comes from the first of TORCHELASTIC_RUN_ID, OMPI_MCA_ess_base_jobid,
+// SLURM_JOB_ID(.SLURM_STEP_ID), AZUREML_RUN_ID that is set.
 LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env);
 
 }  // namespace ctrain::distributed

@@ -14,6 +14,57 @@
 #include "distributed/compat.h"
 
 namespace ctrain::distributed {
+namespace {
+
+std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
+std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
+
+// Rendezvous handshake on ctrain/ keys of the store (Gloo and NCCL use other keys). Rank 0
+// publishes the job (world size, run id); every other rank compares it with its own and
+// leaves with an error naming both on a mismatch, claims its rank (TCPStore only: a FileStore
+// file can outlive a crashed job) and reports ready. Rank 0 waits for every rank to be ready,
+// so a missing rank is named rather than left to a backend timeout. c10d's TCPStore has no
+// such check of its own.
+void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
+               std::chrono::milliseconds timeout) {
+  const std::string job = "world size " + std::to_string(info.world_size) + ", run id '" +
+                          (info.run_id.empty() ? "(none)" : info.run_id) + "'";
+  const std::string me = "rank " + std::to_string(info.rank) + " of " + info.init_method;
+  if (info.rank == 0) {
+    store.set("ctrain/job", bytes(job));
+  } else {
+    const std::string theirs = text(store.get("ctrain/job"));
+    if (theirs != job) {
+      throw Error(me + " has " + job + ", but the job whose rank 0 listens there has " + theirs,
+                  "a rank of another job, or a stale process, uses this MASTER_ADDR:MASTER_PORT; "
+                  "give each job its own port");
+    }
+    if (tcp && store.add("ctrain/claim/" + std::to_string(info.rank), 1) > 1) {
+      throw Error(me + ": another process of this job already joined as rank " +
+                      std::to_string(info.rank),
+                  "every process needs its own RANK");
+    }
+    store.set("ctrain/ready/" + std::to_string(info.rank), bytes("1"));
+    return;
+  }
+  std::vector<std::string> keys;
+  for (int r = 1; r < info.world_size; ++r) keys.push_back("ctrain/ready/" + std::to_string(r));
+  try {
+    store.wait(keys, timeout);
+  } catch (const std::exception&) {
+    std::string missing;
+    for (int r = 1; r < info.world_size; ++r) {
+      if (!store.check({keys[static_cast<size_t>(r - 1)]})) {
+        missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+      }
+    }
+    throw Error(me + ": rank(s) " + missing + " did not join within " +
+                    std::to_string(timeout.count() / 1000) + " s",
+                "are all ranks started with " + job + "? --dist-timeout sets the limit");
+  }
+}
+
+}  // namespace
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
@@ -52,7 +103,9 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
       o.port = static_cast<uint16_t>(info.master_port);
       o.isServer = info.rank == 0;
       o.numWorkers = info.world_size;
-      o.waitWorkers = true;
+      // handshake() waits for the ranks instead, after publishing the job, so a peer of
+      // another job hears why it is refused rather than timing out.
+      o.waitWorkers = false;
       o.timeout = timeout;
       impl->store = c10::make_intrusive<c10d::TCPStore>(info.master_addr, o);
     }
@@ -61,6 +114,16 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
                     std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
                     e.what(),
                 "are all ranks started, and is MASTER_ADDR:MASTER_PORT reachable and free?");
+  }
+  try {
+    handshake(*impl->store, info, info.init_method.rfind("tcp://", 0) == 0, timeout);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error("rendezvous at " + info.init_method + " failed for rank " +
+                    std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
+                    e.what(),
+                "did rank 0 start, and is MASTER_ADDR:MASTER_PORT reachable?");
   }
   if (backend == "gloo") {
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);

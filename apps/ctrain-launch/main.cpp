@@ -1,10 +1,11 @@
 // ctrain-launch: torchrun's interface for any program (ctrain's trainers among them).
 //
 //   ctrain-launch --nproc-per-node N [--nnodes M --node-rank K --master-addr A
-//                 --master-port P] [--max-restarts R] PROGRAM ARGS...
+//                 --master-port P] [--rdzv-id ID] [--max-restarts R] PROGRAM ARGS...
 //
 // Spawns N processes with torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE,
-// LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RESTART_COUNT),
+// LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID,
+// TORCHELASTIC_RESTART_COUNT),
 // streams their output prefixed by rank, forwards SIGINT/SIGTERM, and when one rank fails
 // stops the others. --max-restarts R restarts the whole group up to R times (the trainers
 // see TORCHELASTIC_RESTART_COUNT > 0 and resume from their newest checkpoint). Exit code: 0
@@ -22,6 +23,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +45,7 @@ struct Child {
 struct Options {
   int nproc = 1, nnodes = 1, node_rank = 0, master_port = 29500, max_restarts = 0;
   std::string master_addr = "127.0.0.1";
+  std::string run_id;  // --rdzv-id; default: unique per launch on one node, "none" (torchrun's) across nodes
   double grace_s = 5.0;
   std::vector<std::string> command;
 };
@@ -100,6 +103,7 @@ Child spawn(const Options& o, int local_rank, int attempt) {
     set("GROUP_RANK", std::to_string(o.node_rank));
     set("MASTER_ADDR", o.master_addr);
     set("MASTER_PORT", std::to_string(o.master_port));
+    set("TORCHELASTIC_RUN_ID", o.run_id);
     set("TORCHELASTIC_RESTART_COUNT", std::to_string(attempt));
     set("TORCHELASTIC_MAX_RESTARTS", std::to_string(o.max_restarts));
     // As torchrun: N processes sharing a node each get one intra-op thread unless told.
@@ -210,6 +214,8 @@ int main(int argc, char** argv) {
   app.add_option("--master-addr,--master_addr", o.master_addr, "address of rank 0's node");
   app.add_option("--master-port,--master_port", o.master_port, "rendezvous port")
       ->check(CLI::Range(1, 65535));
+  app.add_option("--rdzv-id,--rdzv_id,--run-id", o.run_id,
+                 "job id shared by every node; ranks of another id are refused at rendezvous");
   app.add_option("--max-restarts,--max_restarts", o.max_restarts,
                  "restart the whole group up to R times after a failure")
       ->check(CLI::NonNegativeNumber);
@@ -220,6 +226,15 @@ int main(int argc, char** argv) {
     o.command = app.remaining();
     if (o.command.empty()) throw CLI::ValidationError("PROGRAM", "missing: ctrain-launch [options] PROGRAM ARGS...");
     if (o.node_rank >= o.nnodes) throw CLI::ValidationError("--node-rank", "must be below --nnodes");
+    if (o.run_id.empty()) {
+      // One node: an id no other launch shares, so a stray rank of another job on the same
+      // port is refused. Several nodes must agree without talking: torchrun's default.
+      char host[256] = {0};
+      ::gethostname(host, sizeof(host) - 1);
+      o.run_id = o.nnodes == 1 ? std::string(host) + "-" + std::to_string(::getpid()) + "-" +
+                                     std::to_string(::time(nullptr))
+                               : "none";
+    }
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {

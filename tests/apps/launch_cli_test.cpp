@@ -31,6 +31,27 @@ TEST(LaunchTest, SetsTorchrunVariablesAndPrefixesOutput) {
   EXPECT_NE(r.output.find("[rank 1] 1/2/1/2/127.0.0.1/0"), std::string::npos) << r.output;
 }
 
+TEST(LaunchTest, EveryRankOfALaunchSharesOneRunIdThatNoOtherLaunchHas) {
+  const std::string echo = "sh -c 'echo \"id=$TORCHELASTIC_RUN_ID\"'";
+  const auto a = run_command(launch(2, echo)), b = run_command(launch(1, echo));
+  auto ids = [](const std::string& out) {
+    std::vector<std::string> v;
+    for (size_t at = out.find("id="); at != std::string::npos; at = out.find("id=", at + 1)) {
+      v.push_back(out.substr(at + 3, out.find('\n', at) - at - 3));
+    }
+    return v;
+  };
+  const auto ia = ids(a.output), ib = ids(b.output);
+  ASSERT_EQ(ia.size(), 2u) << a.output;
+  ASSERT_EQ(ib.size(), 1u) << b.output;
+  EXPECT_FALSE(ia[0].empty());
+  EXPECT_EQ(ia[0], ia[1]);
+  EXPECT_NE(ia[0], ib[0]);
+  // Across nodes the id must be given (or be torchrun's default) so that every node agrees.
+  EXPECT_NE(run_command(launch(1, "--nnodes 2 " + echo)).output.find("id=none"), std::string::npos);
+  EXPECT_NE(run_command(launch(1, "--rdzv-id exp7 " + echo)).output.find("id=exp7"), std::string::npos);
+}
+
 TEST(LaunchTest, MultiNodeRanks) {
   const auto r = run_command(launch(2, "--nnodes 3 --node-rank 2 sh -c 'echo \"r=$RANK w=$WORLD_SIZE g=$GROUP_RANK\"'"));
   EXPECT_EQ(r.exit_code, 0) << r.output;

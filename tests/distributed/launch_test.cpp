@@ -61,6 +61,17 @@ TEST(ResolveLaunchTest, OpenMpi) {
   EXPECT_EQ(i.init_method, "tcp://127.0.0.1:29500");  // documented single-node default
 }
 
+TEST(ResolveLaunchTest, RunIdFromTheLauncher) {
+  EXPECT_EQ(resolve({}).run_id, "");
+  EXPECT_EQ(resolve({{"OMPI_MCA_ess_base_jobid", "1766064129"}, {"SLURM_JOB_ID", "7"}}).run_id,
+            "1766064129");
+  EXPECT_EQ(resolve({{"SLURM_JOB_ID", "7"}, {"SLURM_STEP_ID", "2"}}).run_id, "7.2");
+  EXPECT_EQ(resolve({{"AZUREML_RUN_ID", "exp_1"}}).run_id, "exp_1");
+  const auto i = resolve({{"TORCHELASTIC_RUN_ID", "job-a"}, {"SLURM_JOB_ID", "7"}});
+  EXPECT_EQ(i.run_id, "job-a");
+  EXPECT_NE(i.describe().find("run job-a [TORCHELASTIC_RUN_ID]"), std::string::npos) << i.describe();
+}
+
 TEST(ResolveLaunchTest, Pmi) {
   const auto i = resolve({{"PMI_RANK", "2"}, {"PMI_SIZE", "3"}});
   EXPECT_EQ(i.rank, 2);
