@@ -5,6 +5,7 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -26,12 +27,14 @@ double fault_abort_fraction() {
   return v ? std::atof(v) : 0.0;
 }
 
+// `path` is the file being replaced; the bytes go to its temp file.
 void write_all(int fd, const char* data, size_t n, const std::string& path) {
   while (n > 0) {
     ssize_t w = ::write(fd, data, n);
     if (w < 0) {
       if (errno == EINTR) continue;
-      throw Error("cannot write " + path + ": " + errno_text(),
+      throw Error("cannot write " + path + ": " + errno_text() +
+                      " (the temp file is removed; any previous " + path + " is unchanged)",
                   "check free disk space and permissions of the output directory");
     }
     data += w;
@@ -57,12 +60,12 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     const double abort_at = fault_abort_fraction();
     if (abort_at > 0.0 && abort_at < 1.0) {
       const size_t half = static_cast<size_t>(bytes.size() * abort_at);
-      write_all(fd, bytes.data(), half, tmp);
+      write_all(fd, bytes.data(), half, path);
       ::fsync(fd);
       ::kill(::getpid(), SIGKILL);
     }
-    write_all(fd, bytes.data(), bytes.size(), tmp);
-    if (::fsync(fd) != 0) throw Error("cannot fsync " + tmp + ": " + errno_text());
+    write_all(fd, bytes.data(), bytes.size(), path);
+    if (::fsync(fd) != 0) throw Error("cannot write " + path + " (fsync): " + errno_text());
   } catch (...) {
     ::close(fd);
     ::unlink(tmp.c_str());
@@ -70,7 +73,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   }
   if (::close(fd) != 0) {
     ::unlink(tmp.c_str());
-    throw Error("cannot close " + tmp + ": " + errno_text());
+    throw Error("cannot write " + path + " (close): " + errno_text());
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string err = errno_text();
@@ -111,6 +114,29 @@ void ensure_writable_dir(const std::string& dir) {
   }
   ::close(fd);
   ::unlink(probe.c_str());
+}
+
+
+uint64_t available_bytes(const std::string& dir) {
+  std::error_code ec;
+  const auto info = std::filesystem::space(dir, ec);
+  if (ec) throw Error("cannot read the free space of " + dir + ": " + ec.message());
+  return info.available;
+}
+
+std::string megabytes(uint64_t bytes) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f MB", static_cast<double>(bytes) / 1e6);
+  return buf;
+}
+
+void ensure_free_space(const std::string& dir, uint64_t need, const std::string& what) {
+  const uint64_t have = available_bytes(dir);
+  if (have < need) {
+    throw Error("output directory " + dir + " has " + megabytes(have) + " free, but " + what +
+                    " need about " + megabytes(need),
+                "free some space or pass another --output-dir");
+  }
 }
 
 }  // namespace ctrain

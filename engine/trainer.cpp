@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 #include <cmath>
 #include <cstdio>
@@ -155,6 +156,30 @@ void prune_checkpoints(const std::string& dir, int64_t keep) {
   }
 }
 
+// A full disk is refused before training when not even the first save fits: model.pt plus one
+// checkpoint (weights, buffers and, with momentum, one momentum buffer per weight; torch::save
+// adds a few KB of archive). When all the checkpoints this run keeps may not fit, it warns
+// and goes on, since space may be freed meanwhile; a save that then fails stops the run with
+// the previous files intact (write_file_atomic).
+void check_disk_space(const TrainConfig& cfg, const torch::nn::Module& module,
+                      const std::string& ckpt_dir) {
+  uint64_t weights = 0, buffers = 0;
+  for (const auto& p : module.parameters()) weights += p.numel() * p.element_size();
+  for (const auto& b : module.buffers()) buffers += b.numel() * b.element_size();
+  const uint64_t archive = 64 * 1024;
+  const uint64_t model_bytes = weights + buffers + archive;
+  const uint64_t ckpt_bytes = model_bytes + (cfg.optim.momentum != 0.0 ? weights : 0);
+  ensure_free_space(ckpt_dir, model_bytes + ckpt_bytes, "model.pt and the first checkpoint");
+  const int64_t saves = cfg.checkpoint.every > 0 ? cfg.epochs / cfg.checkpoint.every + 1 : 1;
+  const int64_t kept = cfg.checkpoint.keep > 0 ? std::min(cfg.checkpoint.keep, saves) : saves;
+  const uint64_t run_bytes = model_bytes + static_cast<uint64_t>(kept + 1) * ckpt_bytes;
+  const uint64_t have = available_bytes(ckpt_dir);
+  if (have < run_bytes) {
+    std::cerr << "warning: " << cfg.output_dir << " has " << megabytes(have) << " free; this run's "
+              << kept << " checkpoint(s) and model.pt may need " << megabytes(run_bytes) << "\n";
+  }
+}
+
 // (loss sum, correct count, sample count) summed over ranks: one host sync and one allreduce.
 std::array<double, 3> global_sums(const torch::Tensor& loss_sum, const torch::Tensor& correct,
                                   int64_t samples, distributed::ProcessGroup* pg,
@@ -298,6 +323,7 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
   if (rank0) {
     ensure_writable_dir(cfg.output_dir);
     ensure_writable_dir(ckpt_dir);
+    check_disk_space(cfg, *model.module, ckpt_dir);
   }
 
   model.module->to(device);
@@ -466,6 +492,10 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
                                 {"world_size", rt.launch.world_size}}
                      .dump()
               << std::endl;  // flushed per epoch: a crash loses no finished epoch's line
+      if (!metrics) {
+        throw Error("cannot append to " + cfg.output_dir + "/metrics.jsonl: " + std::strerror(errno),
+                    "check free disk space; the checkpoints saved so far are intact");
+      }
       if (hooks.on_epoch) hooks.on_epoch(st);
     }
     result.final_val_acc = st.val.acc;

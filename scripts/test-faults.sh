@@ -7,7 +7,7 @@ log=$(mktemp)
 (cd "$build" && ctest -L faults -j "$(nproc)" --output-on-failure) >"$log" 2>&1
 rc=$?
 echo "Fault tests (tests/faults/faults_test.cpp):"
-grep -E "Test +#[0-9]+: FaultTest\." "$log" | sed -E 's/.*FaultTest\.([A-Za-z0-9_]+) .*(Passed|Failed|\*\*\*[A-Za-z]+).*/\1 \2/' |
+grep -E "Test +#[0-9]+: [A-Za-z]*FaultTest\." "$log" | sed -E 's/.*FaultTest\.([A-Za-z0-9_]+) .*(Passed|Failed|\*\*\*[A-Za-z]+).*/\1 \2/' |
   while read -r name status; do
     if [ "$status" = "Passed" ]; then echo "  survived      $name"; else echo "  NOT survived  $name"; fi
   done

@@ -128,4 +128,128 @@ TEST_F(FaultTest, ResumeWithADifferentWorldSizeReshards) {
   EXPECT_NE(r.output.find("1 -- Training accuracy"), std::string::npos) << r.output;
 }
 
+// A real full disk: a small tmpfs mounted in a private mount namespace (unshare), so the test
+// needs no privileges beyond what `unshare -m` (root) or `unshare -r -m` (user namespaces)
+// gives, and nothing outside the test sees the mount. Skipped where neither is allowed.
+class DiskFullFaultTest : public FaultTest {
+ protected:
+  void SetUp() override {
+    for (const char* u : {"unshare -m", "unshare -r -m"}) {
+      if (run_command(std::string(u) + " true").exit_code == 0) {
+        unshare_ = u;
+        break;
+      }
+    }
+    if (unshare_.empty()) GTEST_SKIP() << "no mount namespaces here (unshare -m, unshare -r -m)";
+    fs::create_directories(out_ / "disk");
+  }
+  // Runs `script` in a new mount namespace with a tmpfs of `size` on $D (= out_/disk).
+  ctrain::testing::CommandResult on_small_disk(const std::string& size, const std::string& script) {
+    const std::string file = out_ / "script.sh";
+    std::ofstream(file) << "D=" << (out_ / "disk") << "\nT=" << out_.path().string()
+                        << "\nmount -t tmpfs -o size=" << size << " tmpfs \"$D\" || exit 99\n"
+                        << script;
+    return run_command(unshare_ + " sh " + file);
+  }
+  std::string unshare_;
+};
+
+TEST_F(DiskFullFaultTest, TooSmallADiskIsRefusedBeforeTraining) {
+  // The MLP's model.pt and first checkpoint need about 2.9 MB; the disk has 1 MB.
+  const auto r = on_small_disk("1m", mnist("--epochs 1 --output-dir \"$D/o\"") + "; echo \"rc=$?\"\n");
+  EXPECT_NE(r.output.find("rc=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("has 1.0 MB free, but model.pt and the first checkpoint need about"),
+            std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("Training accuracy"), std::string::npos) << r.output;
+}
+
+TEST_F(DiskFullFaultTest, DiskFillingUpMidRunLosesNothing) {
+  // The run SIGSTOPs itself in epoch 1 (after epoch 0's checkpoint); the disk is then filled
+  // to the last byte and the run continued: epoch 1's checkpoint cannot be written. The run
+  // must stop naming the file, leave epoch 0's checkpoint intact and no temp file behind, and
+  // a --resume once space is freed must end exactly where an uninterrupted run ends.
+  const std::string run = mnist("--epochs 3 --output-dir \"$D/o\"");
+  const auto r = on_small_disk("16m",
+      "CTRAIN_FAULT_AT=stop:1:2 " + run + " > \"$T/run.log\" 2>&1 &\n"
+      "pid=$!\n"
+      "while [ -d /proc/$pid ] && [ \"$(cut -d' ' -f3 /proc/$pid/stat)\" != T ]; do sleep 0.05; done\n"
+      "dd if=/dev/zero of=\"$D/filler\" bs=64k 2>/dev/null\n"
+      "kill -CONT $pid; wait $pid; echo \"full rc=$?\"; cat \"$T/run.log\"\n"
+      "cp -a \"$D/o\" \"$T/after\"\n"
+      "rm \"$D/filler\"\n" +
+      run + " --resume; echo \"resume rc=$?\"\n"
+      "cp -a \"$D/o\" \"$T/final\"\n");
+  EXPECT_NE(r.output.find("full rc=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch-0001.pt: No space left on device"), std::string::npos) << r.output;
+  EXPECT_TRUE(ctrain::engine::is_checkpoint_file(out_ / "after/checkpoints/epoch-0000.pt")) << r.output;
+  EXPECT_EQ(ctrain::engine::checkpoint_peek(out_ / "after/checkpoints/epoch-0000.pt").epoch, 0);
+  EXPECT_FALSE(fs::exists(out_ / "after/checkpoints/epoch-0001.pt"));
+  for (const auto& e : fs::recursive_directory_iterator(out_ / "after")) {
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+  }
+  EXPECT_NE(r.output.find("resume rc=0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  const auto ref = run_command(mnist("--epochs 3 --output-dir " + (out_ / "ref")));
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  expect_same(out_ / "ref/model.pt", out_ / "final/model.pt");
+}
+
+// Processes started by hand with torchrun's variables on one rendezvous port.
+class RendezvousFaultTest : public FaultTest {
+ protected:
+  void SetUp() override { port_ = std::to_string(ctrain::testing::free_port()); }
+  // One rank's command; `tag` names its output directory and its line "<tag> rc=N".
+  std::string rank(int r, int world, const std::string& run_id, const std::string& tag) const {
+    return "(RANK=" + std::to_string(r) + " WORLD_SIZE=" + std::to_string(world) +
+           " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port_ + " TORCHELASTIC_RUN_ID=" + run_id + " " +
+           mnist("--epochs 1 --dist-timeout 60 --output-dir " + (out_ / tag)) + "; echo \"" + tag +
+           " rc=$?\")";
+  }
+  static int count(const std::string& text, const std::string& what) {
+    int n = 0;
+    for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+    return n;
+  }
+  std::string port_;
+};
+
+TEST_F(RendezvousFaultTest, PeerOfAnotherJobIsRefusedByName) {
+  // Rank 0 of job-a waits; a rank that believes in 3 ranks, then one of job-b, knock on its
+  // port and are turned away; then job-a's real rank 1 joins and the job completes.
+  const auto r = run_command(rank(0, 2, "job-a", "r0") + " & " + rank(1, 3, "job-a", "wrong-world") +
+                             "; " + rank(1, 2, "job-b", "wrong-run") + "; " +
+                             rank(1, 2, "job-a", "r1") + "; wait");
+  EXPECT_NE(r.output.find("wrong-world rc=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("has world size 3, run id 'job-a', but the job whose rank 0 listens "
+                          "there has world size 2, run id 'job-a'"),
+            std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("wrong-run rc=1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("run id 'job-b'"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("r1 rc=0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("r0 rc=0"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(out_ / "r0/model.pt")) << r.output;
+}
+
+TEST_F(RendezvousFaultTest, SecondProcessClaimingARankIsRefused) {
+  // Two processes both say RANK=1: whichever joins second is refused; the job still runs
+  // with the first.
+  const auto r = run_command(rank(0, 3, "job-a", "r0") + " & " + rank(1, 3, "job-a", "dup") + " & " +
+                             rank(1, 3, "job-a", "dup") + " & " + rank(2, 3, "job-a", "r2") + "; wait");
+  EXPECT_EQ(count(r.output, "dup rc=0"), 1) << r.output;
+  EXPECT_EQ(count(r.output, "dup rc=1"), 1) << r.output;
+  EXPECT_NE(r.output.find("already joined as rank 1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("r0 rc=0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("r2 rc=0"), std::string::npos) << r.output;
+}
+
+TEST_F(RendezvousFaultTest, MissingRankIsNamedAfterTheTimeout) {
+  // Ranks 0 and 2 of 3 start; rank 0 names rank 1 as missing when --dist-timeout runs out.
+  const std::string port = port_;
+  auto r = run_command("RANK=0 WORLD_SIZE=3 MASTER_PORT=" + port + " " +
+                       mnist("--epochs 1 --dist-timeout 3 --output-dir " + (out_ / "r0")) +
+                       " & RANK=2 WORLD_SIZE=3 MASTER_PORT=" + port + " " +
+                       mnist("--epochs 1 --dist-timeout 3 --output-dir " + (out_ / "r2")) + "; wait");
+  EXPECT_NE(r.output.find("rank(s) 1 did not join within 3 s"), std::string::npos) << r.output;
+}
+
 }  // namespace
