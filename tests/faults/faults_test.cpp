@@ -198,12 +198,13 @@ TEST_F(DiskFullFaultTest, DiskFillingUpMidRunLosesNothing) {
 class RendezvousFaultTest : public FaultTest {
  protected:
   void SetUp() override { port_ = std::to_string(ctrain::testing::free_port()); }
-  // One rank's command; `tag` names its output directory and its line "<tag> rc=N".
+  // One rank's command; `tag` names its output directory and its line "<tag> rc=N", which
+  // also goes to rc.log.
   std::string rank(int r, int world, const std::string& run_id, const std::string& tag) const {
     return "(RANK=" + std::to_string(r) + " WORLD_SIZE=" + std::to_string(world) +
            " MASTER_ADDR=127.0.0.1 MASTER_PORT=" + port_ + " TORCHELASTIC_RUN_ID=" + run_id + " " +
            mnist("--epochs 1 --dist-timeout 60 --output-dir " + (out_ / tag)) + "; echo \"" + tag +
-           " rc=$?\")";
+           " rc=$?\" | tee -a " + (out_ / "rc.log") + ")";
   }
   static int count(const std::string& text, const std::string& what) {
     int n = 0;
@@ -232,9 +233,12 @@ TEST_F(RendezvousFaultTest, PeerOfAnotherJobIsRefusedByName) {
 
 TEST_F(RendezvousFaultTest, SecondProcessClaimingARankIsRefused) {
   // Two processes both say RANK=1: whichever joins second is refused; the job still runs
-  // with the first.
+  // with the first. Rank 2 starts only once a duplicate has left (or after 60 s), so the job
+  // cannot finish before the second duplicate has knocked.
   const auto r = run_command(rank(0, 3, "job-a", "r0") + " & " + rank(1, 3, "job-a", "dup") + " & " +
-                             rank(1, 3, "job-a", "dup") + " & " + rank(2, 3, "job-a", "r2") + "; wait");
+                             rank(1, 3, "job-a", "dup") + " & i=0; while ! grep -q 'dup rc=' " +
+                             (out_ / "rc.log") + " 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; " +
+                             rank(2, 3, "job-a", "r2") + "; wait");
   EXPECT_EQ(count(r.output, "dup rc=0"), 1) << r.output;
   EXPECT_EQ(count(r.output, "dup rc=1"), 1) << r.output;
   EXPECT_NE(r.output.find("already joined as rank 1"), std::string::npos) << r.output;
