@@ -53,8 +53,8 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
                               .string();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
-    throw Error("cannot create " + tmp + ": " + errno_text(),
-                "is the output directory writable? (--output-dir)");
+    throw Error("cannot create " + path + ": " + errno_text() + " (writing its temp file " + tmp + ")",
+                "does its directory exist, and is it writable?");
   }
   try {
     const double abort_at = fault_abort_fraction();

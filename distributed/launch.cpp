@@ -119,6 +119,11 @@ std::string LaunchInfo::describe() const {
 }
 
 LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
+  // -1 means "not given"; anything lower is a mistake, not a request for the default.
+  for (const auto& [value, flag] : {std::pair{flags.rank, "--rank"}, std::pair{flags.local_rank, "--local-rank"},
+                                    std::pair{flags.world_size, "--world-size"}}) {
+    if (value < -1) throw ConfigError(std::string(flag) + " must be >= 0, got " + std::to_string(value));
+  }
   std::string tf_master;
   Source flag_src;
   flag_src.name = "flags";

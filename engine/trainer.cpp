@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -208,14 +209,22 @@ bool finite_everywhere(const torch::Tensor& loss, distributed::ProcessGroup* pg)
 }  // namespace
 
 void TrainConfig::validate() const {
-  auto positive = [](double v, const char* flag) {
-    if (!(v > 0)) throw ConfigError(std::string(flag) + " must be positive, got " + std::to_string(v));
+  auto text = [](double v) {
+    std::ostringstream o;
+    o << v;
+    return o.str();
+  };
+  // Finite as well: CLI11 reads "nan" and "inf" as doubles.
+  auto positive = [&](double v, const char* flag) {
+    if (!(v > 0 && std::isfinite(v))) throw ConfigError(std::string(flag) + " must be a positive number, got " + text(v));
   };
   positive(static_cast<double>(epochs), "--epochs");
   positive(optim.learning_rate, "--learning-rate");
-  if (optim.momentum < 0 || optim.momentum >= 1) {
-    throw ConfigError("--momentum must be in [0, 1), got " + std::to_string(optim.momentum));
+  if (!(optim.momentum >= 0 && optim.momentum < 1)) {
+    throw ConfigError("--momentum must be in [0, 1), got " + text(optim.momentum));
   }
+  if (optim.lr_step_size < 0) throw ConfigError("--step-size must be >= 0 (0: no decay)");
+  positive(optim.lr_gamma, "--gamma");
   if (threads < 0) throw ConfigError("--threads must be >= 0 (0 = LibTorch default)");
   if (checkpoint.every < 0) throw ConfigError("--checkpoint-every must be >= 0");
   if (checkpoint.keep < 0) throw ConfigError("--keep-checkpoints must be >= 0 (0 = keep all)");
@@ -224,8 +233,8 @@ void TrainConfig::validate() const {
     throw ConfigError("--device must be auto, cpu, cuda or cuda:N, got '" + device + "'");
   }
   if (output_dir.empty()) throw ConfigError("--output-dir must not be empty");
-  if (!(dist.timeout_s > 0)) throw ConfigError("--dist-timeout must be positive (seconds)");
-  if (!(dist.bucket_mb > 0)) throw ConfigError("--bucket-mb must be positive");
+  positive(dist.timeout_s, "--dist-timeout");
+  positive(dist.bucket_mb, "--bucket-mb");
   if (dist.accumulate < 1) throw ConfigError("--accumulate must be >= 1");
   if (on_nan != "stop" && on_nan != "skip") {
     throw ConfigError("--on-nan must be stop or skip, got '" + on_nan + "'");
@@ -320,6 +329,9 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
   distributed::ProcessGroup* pg = rt.pg.get();
   const torch::Device device = rt.device;
   const std::string ckpt_dir = (fs::path(cfg.output_dir) / "checkpoints").string();
+  // What to resume from is settled (and a missing --resume-from reported) before anything is
+  // created in --output-dir.
+  const auto resume_from = resume_source(cfg, ckpt_dir, model.spec);
   if (rank0) {
     ensure_writable_dir(cfg.output_dir);
     ensure_writable_dir(ckpt_dir);
@@ -336,9 +348,9 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
   run_config["world_size"] = rt.launch.world_size;
 
   CheckpointMeta meta;
-  if (auto src = resume_source(cfg, ckpt_dir, model.spec)) {
-    meta = checkpoint_load(*src, *model.module, &optimizer);
-    if (rank0) std::cout << "resumed from " << *src << " (epoch " << meta.epoch << " done)\n";
+  if (resume_from) {
+    meta = checkpoint_load(*resume_from, *model.module, &optimizer);
+    if (rank0) std::cout << "resumed from " << *resume_from << " (epoch " << meta.epoch << " done)\n";
   }
   std::unique_ptr<distributed::DistributedDataParallel> ddp;
   if (pg != nullptr) {

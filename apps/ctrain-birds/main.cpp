@@ -84,7 +84,7 @@ int run(int argc, char** argv) {
   app.add_option("--num-epochs,--num_epochs,--epochs", cfg.epochs, "total epochs");
   app.add_option("--learning-rate,--learning_rate", cfg.optim.learning_rate, "SGD learning rate");
   app.add_option("--batch-size,--batch_size", a.batch_size, "mini-batch size per process");
-  app.add_option("--step-size,--step_size", cfg.optim.lr_step_size, "StepLR: epochs between lr decays");
+  app.add_option("--step-size,--step_size", cfg.optim.lr_step_size, "StepLR: epochs between lr decays (0: no decay)");
   app.add_option("--gamma", cfg.optim.lr_gamma, "StepLR decay factor");
   app.add_option("--arch", a.arch, "resnet18 | resnet34 | resnet50");
   app.add_option("--pretrained", a.pretrained, ".safetensors (torchvision/timm names) or ctrain checkpoint");
@@ -101,6 +101,9 @@ int run(int argc, char** argv) {
     return code;
   }
   if (a.image_size < 16) throw ctrain::ConfigError("--image-size must be at least 16");
+  if (a.batch_size <= 0) throw ctrain::ConfigError("--batch-size must be positive");
+  if (a.workers < 0) throw ctrain::ConfigError("--workers must be >= 0 (0: decode on the training thread)");
+  if (a.prefetch < 1) throw ctrain::ConfigError("--prefetch must be >= 1");
   if (!ctrain::models::is_resnet_arch(a.arch)) {
     throw ctrain::ConfigError("--arch must be resnet18, resnet34 or resnet50, got '" + a.arch + "'");
   }

@@ -28,6 +28,11 @@ int run(int argc, char** argv) {
   app.add_option("--tolerance", tolerance, "max abs difference --verify accepts");
   ck->excludes(wt);
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
+  if (num_classes < 1) throw ctrain::ConfigError("--num-classes must be >= 1");
+  if (image_size < 16) throw ctrain::ConfigError("--image-size must be at least 16");
+  if (!(tolerance > 0 && std::isfinite(tolerance))) {
+    throw ctrain::ConfigError("--tolerance must be a positive number");
+  }
   if (checkpoint.empty() == weights.empty()) {
     throw ctrain::ConfigError("pass exactly one of --checkpoint or --weights");
   }

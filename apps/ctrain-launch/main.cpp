@@ -21,6 +21,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -211,16 +213,25 @@ int main(int argc, char** argv) {
   app.add_option("--nnodes", o.nnodes, "number of nodes")->check(CLI::Range(1, 65536));
   app.add_option("--node-rank,--node_rank", o.node_rank, "index of this node")
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--master-addr,--master_addr", o.master_addr, "address of rank 0's node");
+  app.add_option("--master-addr,--master_addr", o.master_addr, "address of rank 0's node")
+      ->check([](const std::string& v) { return v.empty() ? std::string("must not be empty") : std::string(); });
   app.add_option("--master-port,--master_port", o.master_port, "rendezvous port")
       ->check(CLI::Range(1, 65535));
   app.add_option("--rdzv-id,--rdzv_id,--run-id", o.run_id,
-                 "job id shared by every node; ranks of another id are refused at rendezvous");
+                 "job id shared by every node; ranks of another id are refused at rendezvous")
+      ->check([](const std::string& v) { return v.empty() ? std::string("must not be empty") : std::string(); });
   app.add_option("--max-restarts,--max_restarts", o.max_restarts,
                  "restart the whole group up to R times after a failure")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--stop-grace,--stop_grace", o.grace_s,
-                 "seconds between SIGTERM and SIGKILL when stopping ranks");
+                 "seconds between SIGTERM and SIGKILL when stopping ranks")
+      ->check([](const std::string& v) {  // CLI11's NonNegativeNumber lets nan and inf through
+        char* end = nullptr;
+        const double d = std::strtod(v.c_str(), &end);
+        return end != v.c_str() && *end == '\0' && std::isfinite(d) && d >= 0
+                   ? std::string()
+                   : std::string("must be a finite number of seconds >= 0");
+      });
   try {
     app.parse(argc, argv);
     o.command = app.remaining();

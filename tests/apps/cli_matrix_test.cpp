@@ -1,0 +1,210 @@
+// Every flag of every ctrain program given a bad value, as a real process: a wrong type, an
+// out-of-range or non-finite number, a word outside the flag's choices, a path that cannot be
+// read or written. Each must exit 2 (usage) or 1 (runtime: a path) with an error naming the
+// flag or the path, and must not start work. A test per program also checks that the table
+// covers every flag its --help lists, so no flag is added without a bad-input case.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <map>
+#include <regex>
+#include <set>
+
+#include "../support/fixtures.h"
+#include "../support/images.h"
+
+namespace {
+
+using ctrain::testing::bin;
+using ctrain::testing::run_command;
+using ctrain::testing::TempDir;
+namespace fs = std::filesystem;
+
+struct BadFlag {
+  std::string program;  // ctrain-mnist, ctrain-birds, ctrain-export, ctrain-launch
+  std::string flag;     // the flag under test, as --help lists it first
+  std::string value;    // its bad value ("" for a flag given as --flag=VALUE in `value`)
+  int code;             // 2: usage, 1: runtime (a path)
+  std::string names;    // what the error must name (default: the flag)
+  std::string drop;     // a base flag this case replaces (mutually exclusive ones)
+};
+
+// The numbers every flag of a kind is tried with.
+std::vector<BadFlag> ints(const std::string& program, const std::string& flag, const std::string& out_of_range) {
+  std::vector<BadFlag> v{{program, flag, "abc", 2, flag, ""}};
+  if (!out_of_range.empty()) v.push_back({program, flag, out_of_range, 2, flag, ""});
+  return v;
+}
+std::vector<BadFlag> floats(const std::string& program, const std::string& flag, const std::string& out_of_range) {
+  return {{program, flag, "abc", 2, flag, ""}, {program, flag, out_of_range, 2, flag, ""},
+          {program, flag, "nan", 2, flag, ""}, {program, flag, "inf", 2, flag, ""}};
+}
+std::vector<BadFlag> choice(const std::string& program, const std::string& flag) {
+  return {{program, flag, "bogus", 2, flag, ""}};
+}
+std::vector<BadFlag> boolean(const std::string& program, const std::string& flag) {
+  return {{program, flag + "=maybe", "", 2, flag, ""}};
+}
+
+// Flags every trainer shares (apps/common/cli.h).
+// `epochs`: the name --help lists first (the PyTorch scripts differ: --epochs, --num_epochs).
+std::vector<BadFlag> trainer_flags(const std::string& p, const std::string& epochs) {
+  std::vector<BadFlag> epoch_cases = ints(p, epochs, "0");
+  epoch_cases[1].names = "--epochs";  // validated as one setting; --epochs is an alias everywhere
+  std::vector<std::vector<BadFlag>> parts = {
+      epoch_cases, ints(p, "--batch-size", "0"), floats(p, "--learning-rate", "-1"),
+      floats(p, "--momentum", "1"), ints(p, "--seed", ""),  // every int64 seeds, as torch.manual_seed
+      ints(p, "--threads", "-1"), ints(p, "--checkpoint-every", "-1"),
+      ints(p, "--keep-checkpoints", "-1"), ints(p, "--log-interval", "-1"),
+      ints(p, "--accumulate", "0"), floats(p, "--bucket-mb", "0"), floats(p, "--dist-timeout", "0"),
+      ints(p, "--rank", "-2"), ints(p, "--world-size", "0"), ints(p, "--local-rank", "-2"),
+      choice(p, "--device"), choice(p, "--on-nan"), choice(p, "--dist-backend"),
+      choice(p, "--dist-url"), boolean(p, "--no-onnx"), boolean(p, "--resume"),
+      {{p, "--output-dir", "/proc/ctrain-no-such/dir", 1, "/proc/ctrain-no-such/dir", ""},
+       {p, "--resume-from", "/ctrain-no-such.pt", 1, "/ctrain-no-such.pt", ""}}};
+  std::vector<BadFlag> all;
+  for (auto& part : parts) all.insert(all.end(), part.begin(), part.end());
+  return all;
+}
+
+std::vector<BadFlag> table() {
+  std::vector<BadFlag> t = trainer_flags("ctrain-mnist", "--epochs");
+  auto add = [&](std::vector<BadFlag> v) { t.insert(t.end(), v.begin(), v.end()); };
+  add(ints("ctrain-mnist", "--first-layer-neurons", "0"));
+  add(ints("ctrain-mnist", "--second-layer-neurons", "0"));
+  add(ints("ctrain-mnist", "--eval-batch-size", "0"));
+  add({{"ctrain-mnist", "--data-folder", "/ctrain-no-such-dir", 1, "/ctrain-no-such-dir", ""}});
+
+  add(trainer_flags("ctrain-birds", "--num-epochs"));
+  add(ints("ctrain-birds", "--step-size", "-1"));  // 0: no decay
+  add(floats("ctrain-birds", "--gamma", "0"));
+  add(ints("ctrain-birds", "--workers", "-1"));
+  add(ints("ctrain-birds", "--prefetch", "0"));
+  add(ints("ctrain-birds", "--image-size", "8"));
+  add(choice("ctrain-birds", "--arch"));
+  for (const char* f : {"--freeze-backbone", "--skip-bad-images", "--cache-decoded", "--full-decode",
+                        "--data-only"}) {
+    add(boolean("ctrain-birds", f));
+  }
+  add({{"ctrain-birds", "--data-dir", "/ctrain-no-such-dir", 1, "/ctrain-no-such-dir", ""},
+       {"ctrain-birds", "--pretrained", "/ctrain-no-such.safetensors", 1, "/ctrain-no-such.safetensors", ""}});
+
+  add({{"ctrain-export", "--checkpoint", "/ctrain-no-such.pt", 1, "/ctrain-no-such.pt", ""},
+       {"ctrain-export", "--weights", "/ctrain-no-such.safetensors --arch resnet18", 1,
+        "/ctrain-no-such.safetensors", "--checkpoint"},
+       {"ctrain-export", "--arch", "bogus --weights /ctrain-no-such.safetensors", 2, "--arch", "--checkpoint"},
+       {"ctrain-export", "--onnx", "/proc/ctrain-no-such/m.onnx", 1, "/proc/ctrain-no-such/m.onnx", ""}});
+  add(ints("ctrain-export", "--num-classes", "0"));
+  add(ints("ctrain-export", "--image-size", "8"));
+  add(boolean("ctrain-export", "--verify"));
+  add(floats("ctrain-export", "--tolerance", "-1"));
+
+  add(ints("ctrain-launch", "--nproc-per-node", "0"));
+  add(ints("ctrain-launch", "--nnodes", "0"));
+  add(ints("ctrain-launch", "--node-rank", "-1"));
+  add({{"ctrain-launch", "--node-rank", "1", 2, "--node-rank", ""}});  // not below --nnodes 1
+  add(ints("ctrain-launch", "--master-port", "70000"));
+  add(ints("ctrain-launch", "--max-restarts", "-1"));
+  add(floats("ctrain-launch", "--stop-grace", "-1"));
+  add({{"ctrain-launch", "--master-addr", "''", 2, "--master-addr", ""},
+       {"ctrain-launch", "--rdzv-id", "''", 2, "--rdzv-id", ""}});
+  return t;
+}
+
+// Real inputs, so that only the flag under test is wrong: synthetic MNIST, an image folder, a
+// checkpoint to export. One test per program runs all its cases in turn (a process each):
+// a ctest entry per case would pay this set-up ~150 times.
+class CliMatrixTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    const std::string program = GetParam();
+    if (!fs::exists(bin(program))) GTEST_SKIP() << program << " is not built here (see CMake's summary)";
+    if (program == "ctrain-mnist" || program == "ctrain-export") {
+      ctrain::testing::write_synthetic_mnist(data_ / "mnist", 128, 32);
+    }
+    if (program == "ctrain-birds") {
+      ctrain::testing::write_image_folder(data_ / "birds/train", {"chicken", "turkey"}, 4, 1);
+      ctrain::testing::write_image_folder(data_ / "birds/val", {"chicken", "turkey"}, 2, 2);
+    }
+    if (program == "ctrain-export") {
+      const auto r = run_command(bin("ctrain-mnist") + " --data-folder " + (data_ / "mnist") +
+                                 " --epochs 1 --no-onnx --first-layer-neurons 8 --second-layer-neurons 8"
+                                 " --output-dir " + (data_ / "trained"));
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+    }
+  }
+  // The program's flags (first name of each) with valid values; a case replaces its own.
+  std::vector<std::pair<std::string, std::string>> base(const std::string& program, const TempDir& out) const {
+    if (program == "ctrain-mnist") {
+      return {{"--data-folder", data_ / "mnist"}, {"--epochs", "1"}, {"--no-onnx", ""},
+              {"--output-dir", out / "o"}};
+    }
+    if (program == "ctrain-birds") {
+      return {{"--data-dir", data_ / "birds"}, {"--num-epochs", "1"}, {"--image-size", "32"},
+              {"--no-onnx", ""}, {"--output-dir", out / "o"}};
+    }
+    if (program == "ctrain-export") {
+      return {{"--checkpoint", data_ / "trained/model.pt"}, {"--onnx", out / "m.onnx"}};
+    }
+    return {{"--nproc-per-node", "1"}};  // ctrain-launch; the program follows
+  }
+  TempDir data_;
+};
+
+TEST_P(CliMatrixTest, EveryBadValueIsRefusedWithTheRightCodeNamingTheFlag) {
+  int cases = 0;
+  for (const BadFlag& c : table()) {
+    if (c.program != GetParam()) continue;
+    ++cases;
+    TempDir out;
+    std::string cmd = bin(c.program);
+    const std::string flag = c.flag.substr(0, c.flag.find('='));
+    for (const auto& [f, v] : base(c.program, out)) {
+      if (f != flag && f != c.drop) cmd += " " + f + (v.empty() ? "" : " " + v);
+    }
+    cmd += " " + c.flag + (c.value.empty() ? "" : " " + c.value);
+    if (c.program == "ctrain-launch") cmd += " touch " + (out / "ran");
+    SCOPED_TRACE(cmd);
+    const auto r = run_command(cmd);
+    EXPECT_EQ(r.exit_code, c.code) << r.output;
+    EXPECT_NE(r.output.find(c.names.empty() ? flag : c.names), std::string::npos) << r.output;
+    // Nothing started: no training, nothing in the output directory, no launched program.
+    EXPECT_EQ(r.output.find("Training accuracy"), std::string::npos) << r.output;
+    EXPECT_EQ(r.output.find("Epoch 0/"), std::string::npos) << r.output;
+    EXPECT_FALSE(fs::exists(out / "o/checkpoints"));
+    EXPECT_FALSE(fs::exists(out / "ran"));
+    // Short: the error and at most a hint or CLI11's "Run with --help" line.
+    EXPECT_LE(std::count(r.output.begin(), r.output.end(), '\n'), 3) << r.output;
+  }
+  EXPECT_GT(cases, 0);
+}
+
+const auto kPrograms = ::testing::Values("ctrain-mnist", "ctrain-birds", "ctrain-export", "ctrain-launch");
+std::string program_name(const ::testing::TestParamInfo<std::string>& info) { return info.param.substr(7); }
+
+INSTANTIATE_TEST_SUITE_P(EveryProgram, CliMatrixTest, kPrograms, program_name);
+
+class CliCoverageTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CliCoverageTest, TableCoversEveryFlagInHelp) {
+  const std::string program = GetParam();
+  if (!fs::exists(bin(program))) GTEST_SKIP() << program << " is not built here (see CMake's summary)";
+  const auto r = run_command(bin(program) + " --help");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::set<std::string> in_help, in_table;
+  const std::regex line(R"(^  (-[-A-Za-z0-9_]+)[ ,=])");
+  std::istringstream lines(r.output);
+  for (std::string l; std::getline(lines, l);) {
+    std::smatch m;
+    if (std::regex_search(l, m, line) && m[1] != "-h") in_help.insert(m[1]);
+  }
+  for (const auto& c : table()) {
+    if (c.program == program) in_table.insert(c.flag.substr(0, c.flag.find('=')));
+  }
+  ASSERT_FALSE(in_help.empty()) << r.output;
+  EXPECT_EQ(in_help, in_table);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryProgram, CliCoverageTest, kPrograms, program_name);
+
+}  // namespace
