@@ -26,9 +26,10 @@ run: build
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
-# The fault-injection tests alone, one line per fault (they also run in `make test`).
+# The fault-injection tests, one line per fault (they also run in `make test`), then every
+# fuzz target for FUZZ_SECONDS (5 here) with its executions and crashes.
 test-faults: build
-	@bash scripts/test-faults.sh $(BUILD_DIR)
+	@FUZZ_SECONDS=$(or $(FAULTS_FUZZ_SECONDS),5) bash scripts/test-faults.sh $(BUILD_DIR)
 
 # The whole suite under AddressSanitizer + UBSan (GCC) in build-sanitize/. LibTorch itself is
 # not instrumented, so ASan's checks that need whole-program instrumentation are off.

@@ -7,7 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-30}
 CC=clang-14 CXX=clang++-14 cmake -S fuzz -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
-cmake --build build-fuzz -j "$(nproc)" || exit 1
+cmake --build build-fuzz -j "$(nproc)" >build-fuzz/build.log 2>&1 || { cat build-fuzz/build.log; exit 1; }
 # LibTorch is not instrumented: its globals and allocations are not ours to judge.
 export ASAN_OPTIONS=detect_odr_violation=0:alloc_dealloc_mismatch=0:detect_leaks=0
 export UBSAN_OPTIONS=print_stacktrace=1
@@ -28,4 +28,5 @@ for name in tf_config jpeg_header idx safetensors checkpoint; do
   echo "fuzz $name: ${execs:-0} executions in ${secs}s, $crashes crashes"
   [ "$crashes" -ne 0 ] && tail -30 "$log"
 done
+echo "fuzz total: $total_crashes crashes"
 exit $((total_crashes > 0))

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the fault tests (ctest label "faults": real processes, real signals, real files) and
-# prints one line per fault: survived or NOT survived. Exit code: 0 only if all survived.
+# prints one line per fault: survived or NOT survived. Then fuzzes every parser of untrusted
+# bytes for FUZZ_SECONDS each (default 5; scripts/fuzz.sh) and prints executions and crashes
+# per target. Exit code: 0 only if every fault was survived and no fuzz target crashed.
 set -uo pipefail
 build=${1:-build}
 log=$(mktemp)
@@ -11,10 +13,12 @@ grep -E "Test +#[0-9]+: [A-Za-z]*FaultTest\." "$log" | sed -E 's/.*FaultTest\.([
   while read -r name status; do
     if [ "$status" = "Passed" ]; then echo "  survived      $name"; else echo "  NOT survived  $name"; fi
   done
-echo "Fuzzing: no libFuzzer targets yet (see README, Reliability)."
 if [ $rc -ne 0 ]; then
   echo "Some faults were not survived; the ctest log follows."
   cat "$log"
 fi
 rm -f "$log"
-exit $rc
+echo "Fuzzing (fuzz/, libFuzzer + ASan/UBSan), ${FUZZ_SECONDS:-5} s per target:"
+FUZZ_SECONDS=${FUZZ_SECONDS:-5} bash "$(dirname "$0")/fuzz.sh" | sed 's/^/  /'
+fuzz_rc=${PIPESTATUS[0]}
+[ $rc -eq 0 ] && [ "$fuzz_rc" -eq 0 ]
