@@ -58,6 +58,7 @@ void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
         missing += (missing.empty() ? "" : ", ") + std::to_string(r);
       }
     }
+    if (missing.empty()) return;  // the last one arrived just as the wait gave up
     throw Error(me + ": rank(s) " + missing + " did not join within " +
                     std::to_string(timeout.count() / 1000) + " s",
                 "are all ranks started with " + job + "? --dist-timeout sets the limit");
