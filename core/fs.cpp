@@ -117,6 +117,9 @@ void ensure_writable_dir(const std::string& dir) {
 }
 
 
+namespace {
+
+// Bytes an unprivileged process can still write in the file system holding `dir`.
 uint64_t available_bytes(const std::string& dir) {
   std::error_code ec;
   const auto info = std::filesystem::space(dir, ec);
@@ -124,19 +127,22 @@ uint64_t available_bytes(const std::string& dir) {
   return info.available;
 }
 
+}  // namespace
+
 std::string megabytes(uint64_t bytes) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f MB", static_cast<double>(bytes) / 1e6);
   return buf;
 }
 
-void ensure_free_space(const std::string& dir, uint64_t need, const std::string& what) {
+uint64_t ensure_free_space(const std::string& dir, uint64_t need, const std::string& what) {
   const uint64_t have = available_bytes(dir);
   if (have < need) {
     throw Error("output directory " + dir + " has " + megabytes(have) + " free, but " + what +
                     " need about " + megabytes(need),
                 "free some space or pass another --output-dir");
   }
+  return have;
 }
 
 }  // namespace ctrain

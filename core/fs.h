@@ -19,12 +19,10 @@ std::string read_file(const std::string& path);
 // output directory is reported before training starts rather than at the first checkpoint.
 void ensure_writable_dir(const std::string& dir);
 
-// Bytes an unprivileged process can still write in the file system holding `dir`.
-uint64_t available_bytes(const std::string& dir);
-
 // Throws ctrain::Error naming `dir` when its file system has less than `need` bytes available
 // for `what` ("the first checkpoint and model.pt"), so a full disk is reported before training.
-void ensure_free_space(const std::string& dir, uint64_t need, const std::string& what);
+// Returns the bytes available.
+uint64_t ensure_free_space(const std::string& dir, uint64_t need, const std::string& what);
 
 // "2.8 MB": a size for messages.
 std::string megabytes(uint64_t bytes);

@@ -170,11 +170,11 @@ void check_disk_space(const TrainConfig& cfg, const torch::nn::Module& module,
   const uint64_t archive = 64 * 1024;
   const uint64_t model_bytes = weights + buffers + archive;
   const uint64_t ckpt_bytes = model_bytes + (cfg.optim.momentum != 0.0 ? weights : 0);
-  ensure_free_space(ckpt_dir, model_bytes + ckpt_bytes, "model.pt and the first checkpoint");
+  const uint64_t have =
+      ensure_free_space(ckpt_dir, model_bytes + ckpt_bytes, "model.pt and the first checkpoint");
   const int64_t saves = cfg.checkpoint.every > 0 ? cfg.epochs / cfg.checkpoint.every + 1 : 1;
   const int64_t kept = cfg.checkpoint.keep > 0 ? std::min(cfg.checkpoint.keep, saves) : saves;
   const uint64_t run_bytes = model_bytes + static_cast<uint64_t>(kept + 1) * ckpt_bytes;
-  const uint64_t have = available_bytes(ckpt_dir);
   if (have < run_bytes) {
     std::cerr << "warning: " << cfg.output_dir << " has " << megabytes(have) << " free; this run's "
               << kept << " checkpoint(s) and model.pt may need " << megabytes(run_bytes) << "\n";

@@ -248,10 +248,9 @@ TEST_F(RendezvousFaultTest, SecondProcessClaimingARankIsRefused) {
 
 TEST_F(RendezvousFaultTest, MissingRankIsNamedAfterTheTimeout) {
   // Ranks 0 and 2 of 3 start; rank 0 names rank 1 as missing when --dist-timeout runs out.
-  const std::string port = port_;
-  auto r = run_command("RANK=0 WORLD_SIZE=3 MASTER_PORT=" + port + " " +
+  auto r = run_command("RANK=0 WORLD_SIZE=3 MASTER_PORT=" + port_ + " " +
                        mnist("--epochs 1 --dist-timeout 3 --output-dir " + (out_ / "r0")) +
-                       " & RANK=2 WORLD_SIZE=3 MASTER_PORT=" + port + " " +
+                       " & RANK=2 WORLD_SIZE=3 MASTER_PORT=" + port_ + " " +
                        mnist("--epochs 1 --dist-timeout 3 --output-dir " + (out_ / "r2")) + "; wait");
   EXPECT_NE(r.output.find("rank(s) 1 did not join within 3 s"), std::string::npos) << r.output;
 }
