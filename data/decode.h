@@ -18,14 +18,18 @@ struct Image {
 // Throws ctrain::Error naming the path for unreadable, corrupt or truncated files.
 Image decode_image(const std::string& path);
 
-// Decodes encoded bytes (`path` is for messages). For JPEG, `reduce` in {2, 4, 8} decodes at
+// Decodes encoded bytes (`path` is for messages), ignoring EXIF orientation. For JPEG, `reduce` in {2, 4, 8} decodes at
 // 1/reduce scale with libjpeg's DCT scaling, several times faster than a full decode: the
 // result is ceil(height/reduce) x ceil(width/reduce).
 Image decode_bytes(const std::string& bytes, const std::string& path, int reduce = 1);
 
 // Size of a JPEG from its header (SOF marker) without decoding; false if not a JPEG or the
-// header cannot be parsed.
+// header cannot be parsed. The size is the stored one: EXIF orientation is not applied (nor
+// is it by the decoder above, as PIL does not apply it).
 bool jpeg_size(const std::string& bytes, int* height, int* width);
+
+// Size of a PNG from its IHDR chunk; false if not a PNG or too short.
+bool png_size(const std::string& bytes, int* height, int* width);
 
 // Makes the backend run on the calling thread only: the loader's worker threads are the
 // parallelism, and a library thread pool underneath them would oversubscribe the cores.

@@ -17,14 +17,17 @@ void use_single_threaded_backend() { cv::setNumThreads(1); }
 
 Image decode_bytes(const std::string& bytes, const std::string& path, int reduce) {
   cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-  const int flag = reduce == 8   ? cv::IMREAD_REDUCED_COLOR_8
-                   : reduce == 4 ? cv::IMREAD_REDUCED_COLOR_4
-                   : reduce == 2 ? cv::IMREAD_REDUCED_COLOR_2
-                                 : cv::IMREAD_COLOR;  // grayscale and alpha become 3-channel BGR
+  // IGNORE_ORIENTATION: torchvision's PIL path ignores EXIF orientation, and the loader plans
+  // its crop from the header's (unrotated) size; a rotated decode would not fit that plan.
+  const int flag = (reduce == 8   ? cv::IMREAD_REDUCED_COLOR_8
+                    : reduce == 4 ? cv::IMREAD_REDUCED_COLOR_4
+                    : reduce == 2 ? cv::IMREAD_REDUCED_COLOR_2
+                                  : cv::IMREAD_COLOR) |  // grayscale and alpha become 3-channel BGR
+                   cv::IMREAD_IGNORE_ORIENTATION;
   cv::Mat bgr;
   try {
     bgr = cv::imdecode(raw, flag);
-  } catch (const cv::Exception& e) {
+  } catch (const std::exception& e) {  // cv::Exception, and std::bad_alloc on a huge image
     throw Error(path + ": cannot decode image (" + e.what() + ")", "use --skip-bad-images to skip it");
   }
   if (bgr.empty()) {

@@ -75,12 +75,17 @@ int reduction_for(const Plan& p, const ImageTransform& t, int height, int width)
 
 // Renders `img` (decoded at 1/reduce of height x width) into out[3][size][size].
 void render(const Image& img, int reduce, const Plan& p, const ImageTransform& t, float* out) {
+  if (img.height < 1 || img.width < 1 ||
+      img.rgb.size() != static_cast<size_t>(img.height) * img.width * 3) {
+    throw Error("decoded image is empty or inconsistent (" + std::to_string(img.height) + "x" +
+                std::to_string(img.width) + ")");
+  }
   Image src;
   CropBox box = p.box;
   if (t.mode == Augment::kTrain) {
     if (reduce > 1) {  // the box in reduced pixels, kept inside the decoded image
-      box.top = std::min(p.box.top / reduce, img.height - 1);
-      box.left = std::min(p.box.left / reduce, img.width - 1);
+      box.top = std::clamp(p.box.top / reduce, 0, img.height - 1);
+      box.left = std::clamp(p.box.left / reduce, 0, img.width - 1);
       box.height = std::clamp(py_round(static_cast<double>(p.box.height) / reduce), 1, img.height - box.top);
       box.width = std::clamp(py_round(static_cast<double>(p.box.width) / reduce), 1, img.width - box.left);
     }
@@ -88,6 +93,15 @@ void render(const Image& img, int reduce, const Plan& p, const ImageTransform& t
     src = resize_image(img, p.resize_h, p.resize_w);
   }
   const Image& from = t.mode == Augment::kTrain ? img : src;
+  // The plan was made from the header's size; a crop outside the pixels actually decoded
+  // would be a wild read, so it is an error instead.
+  if (box.top < 0 || box.left < 0 || box.height < 1 || box.width < 1 ||
+      box.top + box.height > from.height || box.left + box.width > from.width) {
+    throw Error("crop " + std::to_string(box.height) + "x" + std::to_string(box.width) + " at (" +
+                std::to_string(box.top) + ", " + std::to_string(box.left) +
+                ") lies outside the decoded " + std::to_string(from.height) + "x" +
+                std::to_string(from.width) + " image");
+  }
   // Crop (a copy of the box's rows), then resize the crop to the output size.
   Image crop;
   crop.height = box.height;
@@ -116,7 +130,73 @@ void render(const Image& img, int reduce, const Plan& p, const ImageTransform& t
   }
 }
 
+void check_pixels(const std::string& path, int64_t height, int64_t width, int64_t limit) {
+  if (limit > 0 && height * width > limit) {
+    throw Error(path + ": " + std::to_string(height) + "x" + std::to_string(width) + " = " +
+                    std::to_string(height * width) + " pixels is above --max-image-pixels " +
+                    std::to_string(limit),
+                "raise --max-image-pixels (0: no limit), or --skip-bad-images to skip it");
+  }
+}
+
+// The decode-and-render path proper; decode_and_transform() adds the error wrapping.
+int decode_and_render(const std::string& bytes, const std::string& path, const ImageTransform& t,
+                      const DecodeOptions& d, std::mt19937_64& rng, float* out) {
+  int h = 0, w = 0;
+  const bool jpeg = jpeg_size(bytes, &h, &w);
+  if (jpeg || png_size(bytes, &h, &w)) check_pixels(path, h, w, d.max_image_pixels);
+  if (!jpeg || !d.reduced_decode) {
+    const Image img = decode_bytes(bytes, path, 1);
+    check_pixels(path, img.height, img.width, d.max_image_pixels);
+    const Plan plan = plan_transform(img.height, img.width, t, rng);
+    if (t.mode == Augment::kEval) check_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
+    render(img, 1, plan, t, out);
+    return 1;
+  }
+  const Plan plan = plan_transform(h, w, t, rng);
+  if (t.mode == Augment::kEval) check_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
+  const int reduce = reduction_for(plan, t, h, w);
+  const Image img = decode_bytes(bytes, path, reduce);
+  // libjpeg's DCT scaling gives ceil(size / reduce); anything else means the decoder and the
+  // header disagree (a rotated decode, a second frame), and the plan does not fit.
+  const int want_h = (h + reduce - 1) / reduce, want_w = (w + reduce - 1) / reduce;
+  if (img.height != want_h || img.width != want_w) {
+    throw Error(path + ": decoded " + std::to_string(img.height) + "x" + std::to_string(img.width) +
+                    " pixels, but its JPEG header says " + std::to_string(h) + "x" +
+                    std::to_string(w) + (reduce > 1 ? " (at 1/" + std::to_string(reduce) + " scale: " +
+                                                          std::to_string(want_h) + "x" +
+                                                          std::to_string(want_w) + ")"
+                                                    : std::string()),
+                "use --skip-bad-images to skip it");
+  }
+  render(img, reduce, plan, t, out);
+  return reduce;
+}
+
+// Runs fn(); any exception becomes a ctrain::Error that names `path`, so the loader can treat
+// every per-image failure alike (--skip-bad-images) and the message says which file it was.
+template <typename Fn>
+void naming_errors(const std::string& path, Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    if (std::string(e.what()).rfind(path, 0) == 0) throw;
+    throw Error(path + ": " + e.what(), "use --skip-bad-images to skip it");
+  } catch (const std::exception& e) {  // OpenCV's, std::bad_alloc, std::length_error, ...
+    throw Error(path + ": cannot decode or transform image (" + e.what() + ")",
+                "use --skip-bad-images to skip it");
+  }
+}
+
 }  // namespace
+
+int decode_and_transform(const std::string& bytes, const std::string& path,
+                         const ImageTransform& t, const DecodeOptions& d, std::mt19937_64& rng,
+                         float* out) {
+  int reduce = 1;
+  naming_errors(path, [&] { reduce = decode_and_render(bytes, path, t, d, rng, out); });
+  return reduce;
+}
 
 ImageFolderIndex index_image_folder(const std::string& root) {
   std::error_code ec;
@@ -225,7 +305,7 @@ struct ImageFolderSource::Impl {
   torch::Tensor order;
   std::map<int64_t, Batch> ready;
   std::map<int64_t, std::exception_ptr> failed;
-  std::atomic<int64_t> bad{0};
+  std::atomic<int64_t> bad{0}, reduced{0};
   std::mutex cache_mu;
   std::map<int64_t, std::shared_ptr<const Image>> cache;
 
@@ -238,7 +318,9 @@ struct ImageFolderSource::Impl {
       auto it = cache.find(sample);
       if (it != cache.end()) return it->second;
     }
-    auto img = std::make_shared<const Image>(decode_image(index.samples[sample].first));
+    const std::string& path = index.samples[sample].first;
+    auto img = std::make_shared<const Image>(decode_image(path));
+    check_pixels(path, img->height, img->width, opt.max_image_pixels);
     if (opt.cache_decoded) {
       std::lock_guard<std::mutex> lock(cache_mu);
       cache[sample] = img;
@@ -250,21 +332,16 @@ struct ImageFolderSource::Impl {
   // crop allows it (see reduction_for); cached images are kept at full size.
   void transform_sample(int64_t sample, std::mt19937_64& rng, float* out) {
     const std::string& path = index.samples[sample].first;
-    if (opt.cache_decoded || !opt.reduced_decode) {
+    if (!opt.cache_decoded) {
+      const int reduce = decode_and_transform(read_file(path), path, transform,
+                                              {opt.reduced_decode, opt.max_image_pixels}, rng, out);
+      if (reduce > 1) ++reduced;
+      return;
+    }
+    naming_errors(path, [&] {
       const auto img = load(sample);
       render(*img, 1, plan_transform(img->height, img->width, transform, rng), transform, out);
-      return;
-    }
-    const std::string bytes = read_file(path);
-    int h = 0, w = 0;
-    if (!jpeg_size(bytes, &h, &w)) {
-      const Image img = decode_bytes(bytes, path, 1);
-      render(img, 1, plan_transform(img.height, img.width, transform, rng), transform, out);
-      return;
-    }
-    const Plan plan = plan_transform(h, w, transform, rng);
-    const int reduce = reduction_for(plan, transform, h, w);
-    render(decode_bytes(bytes, path, reduce), reduce, plan, transform, out);
+    });
   }
 
   // Builds batch b of `ep` from `ord`: pure in its inputs, so any thread may build any batch.
@@ -281,7 +358,7 @@ struct ImageFolderSource::Impl {
       std::mt19937_64 rng(mix(mix(mix(opt.seed) ^ static_cast<uint64_t>(ep)) ^ static_cast<uint64_t>(sample)));
       try {
         transform_sample(sample, rng, input[kept].data_ptr<float>());
-      } catch (const Error&) {
+      } catch (const Error&) {  // every per-image failure arrives as an Error naming the file
         if (!opt.skip_bad_images) throw;
         ++bad;
         continue;
@@ -393,6 +470,7 @@ int64_t ImageFolderSource::batches_per_epoch() const {
 }
 int64_t ImageFolderSource::samples_per_epoch() const { return impl_->sampler.samples_per_rank(); }
 int64_t ImageFolderSource::bad_images() const { return impl_->bad.load(); }
+int64_t ImageFolderSource::reduced_decodes() const { return impl_->reduced.load(); }
 const ImageFolderIndex& ImageFolderSource::index() const { return impl_->index; }
 
 }  // namespace ctrain::data

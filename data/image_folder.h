@@ -58,6 +58,24 @@ struct ImageTransform {
 // Resize + CenterCrop. Then to float CHW in [0,1] and Normalize. [3, size, size] float.
 torch::Tensor apply_transform(const Image& img, const ImageTransform& t, std::mt19937_64& rng);
 
+// PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS (DecompressionBombError); so does ctrain.
+constexpr int64_t kDefaultMaxImagePixels = 2 * 89478485;
+
+struct DecodeOptions {
+  bool reduced_decode = true;  // see LoaderOptions
+  // Refuse (as a bad image) a file, or an eval resize, above this many pixels; 0: no limit.
+  int64_t max_image_pixels = kDefaultMaxImagePixels;
+};
+
+// The loader's whole per-image path on encoded bytes: size from the header, the transform
+// planned from it, a (reduced-scale) decode, crop, resize, flip, normalize into
+// out[3][t.size][t.size]. Any failure (corrupt data, a decoded size other than the planned
+// one, too many pixels, an allocation failure) is a ctrain::Error naming `path`. Returns the
+// JPEG scale reduction used (1: a full decode).
+int decode_and_transform(const std::string& bytes, const std::string& path,
+                         const ImageTransform& t, const DecodeOptions& d, std::mt19937_64& rng,
+                         float* out);
+
 struct LoaderOptions {
   int64_t batch_size = 4;
   int workers = 2;           // decode/augment threads
@@ -69,6 +87,7 @@ struct LoaderOptions {
   // least the output's resolution: the trick fast loaders use against PIL. Pixels differ
   // slightly from a full decode + resize; --full-decode turns it off.
   bool reduced_decode = true;
+  int64_t max_image_pixels = kDefaultMaxImagePixels;  // --max-image-pixels; 0: no limit
   uint64_t seed = 42;
 };
 
@@ -86,6 +105,8 @@ class ImageFolderSource : public BatchSource {
   int64_t samples_per_epoch() const override;
   // Images skipped as unreadable so far (with skip_bad_images).
   int64_t bad_images() const;
+  // Images decoded at a reduced JPEG scale so far (see LoaderOptions::reduced_decode).
+  int64_t reduced_decodes() const;
   const ImageFolderIndex& index() const;
 
  private:

@@ -1,6 +1,7 @@
-// JPEG header parsing, kept apart from the decoder: it reads untrusted bytes with no library
+// JPEG and PNG header parsing, kept apart from the decoder: it reads untrusted bytes with no library
 // underneath (fuzzed in fuzz/), and a decoder swap must not touch it.
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "data/decode.h"
@@ -32,6 +33,21 @@ bool jpeg_size(const std::string& b, int* height, int* width) {
     i += 2 + len;
   }
   return false;
+}
+
+bool png_size(const std::string& b, int* height, int* width) {
+  // 8-byte signature, then the IHDR chunk: length (4), "IHDR", width (4), height (4), big-endian.
+  static const char kSig[] = "\x89PNG\r\n\x1a\n";
+  if (b.size() < 24 || b.compare(0, 8, kSig, 8) != 0 || b.compare(12, 4, "IHDR") != 0) return false;
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  auto be32 = [&](size_t i) {
+    return (uint32_t{p[i]} << 24) | (uint32_t{p[i + 1]} << 16) | (uint32_t{p[i + 2]} << 8) | p[i + 3];
+  };
+  const uint32_t w = be32(16), h = be32(20);
+  if (w == 0 || h == 0 || w > 0x7fffffffu || h > 0x7fffffffu) return false;
+  *width = static_cast<int>(w);
+  *height = static_cast<int>(h);
+  return true;
 }
 
 }  // namespace ctrain::data

@@ -32,6 +32,7 @@ struct BirdsArgs {
   bool cache_decoded = false;
   bool full_decode = false;
   int image_size = 224;
+  int64_t max_image_pixels = ctrain::data::kDefaultMaxImagePixels;
 };
 
 // --pretrained: a safetensors file (torchvision/timm names) or a ctrain checkpoint. The
@@ -95,6 +96,8 @@ int run(int argc, char** argv) {
   app.add_flag("--skip-bad-images,--skip_bad_images", a.skip_bad, "skip and count unreadable images");
   app.add_flag("--cache-decoded,--cache_decoded", a.cache_decoded, "keep decoded images in memory");
   app.add_flag("--full-decode,--full_decode", a.full_decode, "never decode JPEGs at reduced scale");
+  app.add_option("--max-image-pixels,--max_image_pixels", a.max_image_pixels,
+                 "refuse images (or eval resizes) above this many pixels, as PIL does; 0: no limit");
   app.add_flag("--data-only,--data_only", a.data_only, "run only the input pipeline and print images/s");
   bool no_onnx = false;
   if (int code = ctrain::apps::add_common_flags_and_parse(app, cfg, dist, no_onnx, argc, argv); code >= 0) {
@@ -104,6 +107,7 @@ int run(int argc, char** argv) {
   if (a.batch_size <= 0) throw ctrain::ConfigError("--batch-size must be positive");
   if (a.workers < 0) throw ctrain::ConfigError("--workers must be >= 0 (0: decode on the training thread)");
   if (a.prefetch < 1) throw ctrain::ConfigError("--prefetch must be >= 1");
+  if (a.max_image_pixels < 0) throw ctrain::ConfigError("--max-image-pixels must be >= 0 (0: no limit)");
   if (!ctrain::models::is_resnet_arch(a.arch)) {
     throw ctrain::ConfigError("--arch must be resnet18, resnet34 or resnet50, got '" + a.arch + "'");
   }
@@ -125,6 +129,7 @@ int run(int argc, char** argv) {
   lo.skip_bad_images = a.skip_bad;
   lo.pin_memory = rt.device.is_cuda();
   lo.reduced_decode = !a.full_decode;
+  lo.max_image_pixels = a.max_image_pixels;
   lo.seed = static_cast<uint64_t>(cfg.seed);
   ctrain::data::ImageTransform train_tf, val_tf;
   train_tf.size = val_tf.size = a.image_size;
@@ -175,7 +180,9 @@ int run(int argc, char** argv) {
     for (size_t i = 0; i < classes.size(); ++i) std::printf("%s%s", i ? ", " : "", classes[i].c_str());
     std::printf("), %lld train / %lld val images, device %s\n", static_cast<long long>(n_train),
                 static_cast<long long>(n_val), rt.device.str().c_str());
-    if (rt.launch.is_distributed()) std::printf("distributed: %s\n", rt.launch.describe().c_str());
+    if (rt.launch.is_distributed()) {
+      std::printf("distributed: %s, %s\n", rt.launch.describe().c_str(), rt.pg ? rt.pg->transport().c_str() : "");
+    }
     std::fflush(stdout);
   }
   const auto r = ctrain::engine::train(cfg, rt, model, train_data, val_data, hooks);

@@ -81,6 +81,7 @@ std::vector<BadFlag> table() {
   add(ints("ctrain-birds", "--workers", "-1"));
   add(ints("ctrain-birds", "--prefetch", "0"));
   add(ints("ctrain-birds", "--image-size", "8"));
+  add(ints("ctrain-birds", "--max-image-pixels", "-1"));  // 0: no limit
   add(choice("ctrain-birds", "--arch"));
   for (const char* f : {"--freeze-backbone", "--skip-bad-images", "--cache-decoded", "--full-decode",
                         "--data-only"}) {

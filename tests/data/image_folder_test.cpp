@@ -228,12 +228,148 @@ TEST(ReducedDecodeTest, JpegSizeFromHeaderAndCloseToFullDecode) {
       src.start_epoch(3);
       return src.next()->input;
     };
-    const torch::Tensor full = render_with(false), reduced = render_with(true);
+    torch::Tensor full, reduced;
+    {
+      LoaderOptions o;
+      o.batch_size = 1;
+      o.workers = 0;
+      o.reduced_decode = false;
+      ImageFolderSource src(idx, t, ShardSampler(1, 0, 1, 5, false), o);
+      src.start_epoch(3);
+      full = src.next()->input;
+      EXPECT_EQ(src.reduced_decodes(), 0);
+      o.reduced_decode = true;
+      ImageFolderSource rsrc(idx, t, ShardSampler(1, 0, 1, 5, false), o);
+      rsrc.start_epoch(3);
+      reduced = rsrc.next()->input;
+      // A 900x1200 photo into 64 pixels: a reduction above 1 must have been chosen and used
+      // (a silent fall-back to a full decode would give the full decode's exact pixels).
+      EXPECT_EQ(rsrc.reduced_decodes(), 1) << (mode == Augment::kTrain ? "train" : "eval");
+      EXPECT_FALSE(torch::equal(full, reduced)) << (mode == Augment::kTrain ? "train" : "eval");
+    }
+    EXPECT_TRUE(torch::equal(full, render_with(false)));
+    EXPECT_TRUE(torch::equal(reduced, render_with(true)));
     // Same crop geometry, slightly different resampling: close on average, not equal.
     const double mean_diff = (full - reduced).abs().mean().item<double>();
     EXPECT_LT(mean_diff, 0.1) << (mode == Augment::kTrain ? "train" : "eval");
     EXPECT_GT(full.std().item<double>(), 0.1);  // the image has content to compare
   }
+}
+
+}  // namespace
+}  // namespace ctrain::data
+
+namespace ctrain::data {
+namespace {
+
+// Phone photos carry an EXIF orientation. torchvision's PIL path ignores it, and so must the
+// loader: the crop is planned from the header's stored size. Every orientation, portrait and
+// landscape, train and eval, reduced and full decode: the same pixels as the file without EXIF.
+TEST(ExifOrientationTest, IgnoredLikePilInEveryMode) {
+  TempDir dir;
+  for (auto [h, w] : {std::pair<int, int>{300, 120}, {120, 300}}) {
+    cv::Mat img(h, w, CV_8UC3);
+    cv::randu(img, cv::Scalar::all(0), cv::Scalar::all(255));
+    std::vector<uchar> buf;
+    cv::imencode(".jpg", img, buf);
+    const std::string plain(buf.begin(), buf.end());
+    const std::string tag = std::to_string(h) + "x" + std::to_string(w);
+    std::filesystem::create_directories(dir / ("plain" + tag + "/a"));
+    ctrain::write_file_atomic(dir / ("plain" + tag + "/a/0.jpg"), plain);
+    for (int orientation = 1; orientation <= 8; ++orientation) {
+      const std::string rotated = ctrain::testing::with_exif_orientation(plain, orientation);
+      if (orientation >= 5) {  // the fixture is real: a decoder that applies EXIF swaps the sides
+        const cv::Mat applied = cv::imdecode(std::vector<uchar>(rotated.begin(), rotated.end()), cv::IMREAD_COLOR);
+        ASSERT_EQ(applied.rows, w) << "orientation " << orientation;
+      }
+      const std::string folder = dir / ("exif" + tag + "_" + std::to_string(orientation));
+      std::filesystem::create_directories(folder + "/a");
+      ctrain::write_file_atomic(folder + "/a/0.jpg", rotated);
+      const Image decoded = decode_image(folder + "/a/0.jpg");
+      EXPECT_EQ(decoded.height, h) << "orientation " << orientation;
+      EXPECT_EQ(decoded.width, w) << "orientation " << orientation;
+      for (Augment mode : {Augment::kTrain, Augment::kEval}) {
+        for (bool reduced : {false, true}) {
+          ImageTransform t;
+          t.mode = mode;
+          t.size = 32;
+          t.resize = 37;
+          LoaderOptions o;
+          o.batch_size = 1;
+          o.workers = 0;
+          o.reduced_decode = reduced;
+          auto first = [&](const std::string& root) {
+            ImageFolderSource src(index_image_folder(root), t, ShardSampler(1, 0, 1, 5, false), o);
+            src.start_epoch(orientation);
+            return src.next()->input;
+          };
+          EXPECT_TRUE(torch::equal(first(folder), first(dir / ("plain" + tag))))
+              << tag << " orientation " << orientation << (mode == Augment::kTrain ? " train" : " eval")
+              << (reduced ? " reduced" : " full");
+        }
+      }
+    }
+  }
+}
+
+TEST(DecodeAndTransformTest, PixelLimitRefusesByNameAndSkipCountsIt) {
+  TempDir dir;
+  ctrain::testing::write_image_folder(dir / "t", {"a"}, 3, 5);  // 48-120 pixels a side
+  cv::imwrite(dir / "t/a/big.png", cv::Mat(300, 200, CV_8UC3, cv::Scalar(1, 2, 3)));
+  cv::imwrite(dir / "t/a/bigger.jpg", cv::Mat(200, 400, CV_8UC3, cv::Scalar(1, 2, 3)));
+  const auto idx = index_image_folder(dir / "t");
+  ImageTransform t;
+  t.size = 32;
+  LoaderOptions o;
+  o.batch_size = 5;
+  o.workers = 0;
+  o.max_image_pixels = 50000;
+  {
+    ImageFolderSource src(idx, t, ShardSampler(5, 0, 1, 1, false), o);
+    src.start_epoch(0);
+    const std::string e = error_of([&] { src.next(); });
+    EXPECT_NE(e.find("big.png: 300x200 = 60000 pixels is above --max-image-pixels 50000"), std::string::npos) << e;
+  }
+  o.skip_bad_images = true;
+  ImageFolderSource src(idx, t, ShardSampler(5, 0, 1, 1, false), o);
+  src.start_epoch(0);
+  EXPECT_EQ(src.next()->input.size(0), 3);
+  EXPECT_EQ(src.bad_images(), 2);
+  // Eval: an extreme aspect ratio whose Resize(256) would need 256 x 128000 pixels.
+  std::vector<uchar> buf;
+  cv::imencode(".jpg", cv::Mat(4, 2000, CV_8UC3, cv::Scalar(9, 9, 9)), buf);
+  ImageTransform ev;
+  ev.mode = Augment::kEval;
+  std::vector<float> out(3 * 224 * 224);
+  std::mt19937_64 rng(1);
+  DecodeOptions d;
+  d.max_image_pixels = 1000000;
+  const std::string e = error_of([&] {
+    decode_and_transform(std::string(buf.begin(), buf.end()), "strip.jpg", ev, d, rng, out.data());
+  });
+  EXPECT_NE(e.find("strip.jpg: 256x128000"), std::string::npos) << e;
+}
+
+// Whatever fails inside the decoder (OpenCV's own exceptions and limits included) arrives as
+// a ctrain::Error naming the file, so --skip-bad-images can skip it.
+TEST(DecodeAndTransformTest, AnyDecoderFailureIsABadImage) {
+  // A PNG header that claims 60000 x 60000 pixels, then nothing.
+  std::string png("\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0\xea\x60\0\0\xea\x60\x08\x02\0\0\0", 29);
+  int h = 0, w = 0;
+  ASSERT_TRUE(png_size(png, &h, &w));
+  EXPECT_EQ(h, 60000);
+  ImageTransform t;
+  t.size = 32;
+  std::vector<float> out(3 * 32 * 32);
+  std::mt19937_64 rng(1);
+  DecodeOptions d;
+  d.max_image_pixels = 0;  // no limit of ours: the decoder's own failure must still be named
+  const std::string e = error_of([&] { decode_and_transform(png, "huge.png", t, d, rng, out.data()); });
+  EXPECT_EQ(e.rfind("huge.png", 0), 0u) << e;
+  d.max_image_pixels = kDefaultMaxImagePixels;
+  const std::string limited = error_of([&] { decode_and_transform(png, "huge.png", t, d, rng, out.data()); });
+  EXPECT_NE(limited.find("huge.png: 60000x60000 = 3600000000 pixels is above --max-image-pixels"), std::string::npos)
+      << limited;
 }
 
 }  // namespace

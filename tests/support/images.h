@@ -32,4 +32,19 @@ inline void write_image_folder(const std::string& root, const std::vector<std::s
   }
 }
 
+// `jpeg` with an EXIF APP1 segment carrying orientation tag 0x0112 = `orientation` (1-8)
+// inserted after SOI, as cameras and Pillow's save(exif=...) write it: a big-endian TIFF
+// header and one IFD with one SHORT entry.
+inline std::string with_exif_orientation(const std::string& jpeg, int orientation) {
+  const unsigned char tiff[] = {'M', 'M', 0, 42, 0, 0, 0, 8,   // header, IFD at offset 8
+                                0, 1,                          // one entry
+                                0x01, 0x12, 0, 3, 0, 0, 0, 1,  // Orientation, SHORT, count 1
+                                0, static_cast<unsigned char>(orientation), 0, 0,
+                                0, 0, 0, 0};                   // no next IFD
+  std::string payload = std::string("Exif\0\0", 6) + std::string(reinterpret_cast<const char*>(tiff), sizeof(tiff));
+  const size_t len = payload.size() + 2;
+  std::string seg = {'\xff', '\xe1', static_cast<char>(len >> 8), static_cast<char>(len & 0xff)};
+  return jpeg.substr(0, 2) + seg + payload + jpeg.substr(2);
+}
+
 }  // namespace ctrain::testing
