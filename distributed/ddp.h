@@ -8,9 +8,15 @@
 // allreduce is launched asynchronously, so communication overlaps the rest of backward.
 // Buckets are launched strictly in index order, which is the same on every rank. finish()
 // waits for all buckets and writes the averaged gradients back into .grad.
+//
+// Semantics follow PyTorch's DDP with find_unused_parameters=True and broadcast_buffers=True:
+// a parameter unused on some ranks is averaged with zeros from those; one unused on every rank
+// keeps its .grad untouched (undefined after zero_grad(set_to_none)), so the optimizer skips
+// it; a second backward into the same synchronised step is an error.
 #include <torch/torch.h>
 
 #include <memory>
+#include <string>
 
 #include "distributed/process_group.h"
 
@@ -24,11 +30,17 @@ class DistributedDataParallel {
   DistributedDataParallel(const DistributedDataParallel&) = delete;
   DistributedDataParallel& operator=(const DistributedDataParallel&) = delete;
 
-  // Makes every rank's parameters and buffers equal to rank 0's.
+  // Checks that every rank built the same model (names, shapes, dtypes of parameters and
+  // buffers; an error on every rank naming the first difference), makes every rank's
+  // parameters and buffers equal to rank 0's in one coalesced broadcast, then check_replicas().
   void broadcast_from_rank0();
-  // Call before each training forward: copies rank 0's floating-point buffers (BatchNorm
-  // running statistics) to every rank, as PyTorch's DDP does with broadcast_buffers=True, in
-  // one coalesced broadcast. A no-op for modules without such buffers.
+  // Compares a checksum of every parameter and buffer with rank 0's; throws on every rank,
+  // naming the first differing tensor, if any rank differs. Host syncs: start-up only.
+  void check_replicas(const std::string& when);
+  // Call before each training forward: copies all of rank 0's buffers (BatchNorm running
+  // statistics and num_batches_tracked) to every rank, as PyTorch's DDP does with
+  // broadcast_buffers=True, in one coalesced broadcast into a buffer allocated once. A no-op
+  // for modules without buffers.
   void sync_buffers();
   // Call before backward: sync=false is no_sync (gradient accumulation: hooks do nothing and
   // gradients just accumulate locally), sync=true reduces this backward's (accumulated) grads.

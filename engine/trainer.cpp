@@ -82,6 +82,17 @@ double step_lr(const OptimConfig& o, int64_t epoch) {
   return o.learning_rate * std::pow(o.lr_gamma, static_cast<double>(epoch / o.lr_step_size));
 }
 
+// optimizer.zero_grad(set_to_none=True), PyTorch 2.x's default (LibTorch 1.13's zero_grad()
+// zeroes instead): a parameter that gets no gradient then keeps an undefined .grad, and SGD
+// leaves it alone rather than moving it by momentum and weight decay.
+void zero_grad(torch::optim::Optimizer& opt) {
+  for (auto& group : opt.param_groups()) {
+    for (auto& p : group.params()) {
+      if (p.grad().defined()) p.mutable_grad().reset();
+    }
+  }
+}
+
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& group : opt.param_groups()) group.options().set_lr(lr);
 }
@@ -414,7 +425,7 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
       const bool sync = (step + 1) % accumulate == 0 || step + 1 == steps;
       const torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
       const torch::Tensor y = batch->target.to(device, /*non_blocking=*/true);
-      if (step % accumulate == 0) optimizer.zero_grad();
+      if (step % accumulate == 0) zero_grad(optimizer);
       if (ddp) ddp->sync_buffers();  // BatchNorm statistics follow rank 0's, as in PyTorch
       const torch::Tensor logits = model.forward(x);
       torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
@@ -426,7 +437,7 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
       if (skip_nan && !finite_everywhere(loss, pg)) {  // every rank skips the same step
         ++skipped_steps;
         ++step;
-        optimizer.zero_grad();
+        zero_grad(optimizer);
         continue;
       }
       if (ddp) ddp->prepare(sync);

@@ -6,7 +6,11 @@
 
 #include "../support/fixtures.h"
 #include "../support/images.h"
+#include "data/image_folder.h"
+#include "core/fs.h"
 #include "engine/checkpoint.h"
+#include "models/resnet.h"
+#include "models/weights.h"
 
 namespace {
 
@@ -86,6 +90,91 @@ TEST_F(BirdsCliTest, TwoRanksUnderTheLauncher) {
   EXPECT_NE(r.output.find("[rank 0] Best val Acc:"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::exists(out_ / "ddp/model.pt"));
   EXPECT_TRUE(fs::exists(out_ / "ddp/checkpoints/epoch-0001.pt"));
+}
+
+// Two ranks of batch 4 take one step; a single process computes the same step from the same
+// weights on the same 8 augmented images, as DDP defines it: each rank's BatchNorm normalises
+// its own 4 images, and the gradient is the mean of the two ranks' losses'. The weights must
+// agree (as the MLP's DDP test checks for the MLP).
+TEST_F(BirdsCliTest, TwoRankStepMatchesOneProcessOnTheConcatenatedBatch) {
+  using namespace ctrain;
+  const std::string root = out_ / "eight";
+  ctrain::testing::write_image_folder(root + "/train", {"chicken", "turkey"}, 4, 7);
+  ctrain::testing::write_image_folder(root + "/val", {"chicken", "turkey"}, 2, 8);
+  torch::manual_seed(3);
+  models::ResNet init(models::ResNetOptions{"resnet18", 2});
+  engine::CheckpointMeta meta;
+  meta.spec = {{"arch", "resnet18"}, {"num_classes", 2}};
+  engine::checkpoint_save(out_ / "init.pt", *init, nullptr, meta);
+
+  const double lr = 0.05;
+  const auto r = run_command(bin("ctrain-launch") + " --nproc-per-node 2 --master-port " +
+                             std::to_string(free_port()) + " " + bin("ctrain-birds") + " --data-dir " + root +
+                             " --image-size 32 --batch-size 4 --workers 0 --epochs 1 --seed 9 --no-onnx"
+                             " --learning-rate " + std::to_string(lr) + " --pretrained " + (out_ / "init.pt") +
+                             " --output-dir " + (out_ / "ddp"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto got = engine::checkpoint_tensors(out_ / "ddp/model.pt");
+
+  // The reference: rank r's batch is what rank r's loader gives (shard r of 2, seed 9, epoch 0).
+  models::ResNet net(models::ResNetOptions{"resnet18", 2});
+  models::import_weights(*net, engine::checkpoint_tensors(out_ / "init.pt"), {}, "init.pt");
+  net->train();
+  torch::optim::SGD opt(net->parameters(), torch::optim::SGDOptions(lr).momentum(0.9));
+  torch::Tensor loss = torch::zeros({});
+  for (int rank = 0; rank < 2; ++rank) {
+    data::ImageTransform t;
+    t.size = 32;
+    data::LoaderOptions o;
+    o.batch_size = 4;
+    o.workers = 0;
+    o.seed = 9;
+    data::ImageFolderSource src(data::index_image_folder(root + "/train"), t, data::ShardSampler(8, rank, 2, 9, true), o);
+    src.start_epoch(0);
+    auto b = src.next();
+    ASSERT_TRUE(b.has_value());
+    ASSERT_EQ(b->input.size(0), 4);
+    loss = loss + torch::nn::functional::cross_entropy(net->forward(b->input), b->target) / 2;
+  }
+  loss.backward();
+  opt.step();
+  int compared = 0;
+  for (const auto& p : net->named_parameters()) {
+    ASSERT_TRUE(got.count(p.key())) << p.key();
+    const torch::Tensor before = engine::checkpoint_tensors(out_ / "init.pt").at(p.key());
+    EXPECT_TRUE(torch::allclose(got.at(p.key()), p.value(), 1e-4, 1e-5))
+        << p.key() << ": max diff " << (got.at(p.key()) - p.value()).abs().max().item<double>()
+        << ", moved by " << (p.value() - before).abs().max().item<double>();
+    ++compared;
+  }
+  EXPECT_EQ(compared, 62);
+  EXPECT_FALSE(torch::equal(got.at("fc.weight"), engine::checkpoint_tensors(out_ / "init.pt").at("fc.weight")));
+}
+
+// Phone photos: portrait JPEGs with EXIF orientation 6, the layout that crashed (SIGSEGV) when
+// the decoder rotated them under a crop planned from the stored size.
+TEST_F(BirdsCliTest, RotatedPhonePhotosTrainEvaluateAndLoad) {
+  const std::string root = out_ / "rotated";
+  for (const char* split : {"train", "val"}) {
+    for (int c = 0; c < 2; ++c) {
+      const std::string dir = root + "/" + split + "/" + (c == 0 ? "chicken" : "turkey");
+      fs::create_directories(dir);
+      for (int i = 0; i < 3; ++i) {
+        std::vector<uchar> buf;
+        cv::imencode(".jpg", cv::Mat(1200, 250, CV_8UC3, cv::Scalar(40 + 150 * c, 90, 200 - 150 * c)), buf);
+        const int orientation = 5 + (i % 4);
+        ctrain::write_file_atomic(dir + "/" + std::to_string(i) + ".jpg",
+                                  ctrain::testing::with_exif_orientation(std::string(buf.begin(), buf.end()), orientation));
+      }
+    }
+  }
+  const std::string base = bin("ctrain-birds") + " --data-dir " + root + " --image-size 32 --batch-size 2 --workers 1 ";
+  auto r = run_command(base + "--num-epochs 1 --no-onnx --output-dir " + (out_ / "rot"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("val Loss:"), std::string::npos) << r.output;
+  r = run_command(base + "--epochs 1 --data-only");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("data-only epoch 0: 6 images"), std::string::npos) << r.output;
 }
 
 TEST_F(BirdsCliTest, BadInputIsAClearError) {
