@@ -8,7 +8,13 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <ifaddrs.h>
+#include <torch/version.h>
+
 #include <chrono>
+#include <cstdlib>
+#include <set>
+#include <sstream>
 
 #include "core/error.h"
 #include "distributed/compat.h"
@@ -65,7 +71,75 @@ void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
   }
 }
 
+// The host's network interface names (getifaddrs), sorted.
+std::set<std::string> interface_names() {
+  std::set<std::string> names;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return names;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) names.insert(a->ifa_name);
+  ::freeifaddrs(list);
+  return names;
+}
+
+// Gloo's devices: GLOO_SOCKET_IFNAME's interfaces (comma-separated, as PyTorch reads it), else
+// loopback for a single-node job, else the interface that resolves this host's name.
+std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices(const LaunchInfo& info) {
+  std::vector<std::shared_ptr<::gloo::transport::Device>> devices;
+  const char* env = std::getenv("GLOO_SOCKET_IFNAME");
+  if (env != nullptr && *env != '\0') {
+    const auto have = interface_names();
+    std::stringstream in(env);
+    for (std::string name; std::getline(in, name, ',');) {
+      if (have.count(name) == 0) {
+        std::string list;
+        for (const auto& n : have) list += (list.empty() ? "" : ", ") + n;
+        throw ConfigError("GLOO_SOCKET_IFNAME names '" + name + "', which is not a network interface of this host",
+                          "this host has: " + list);
+      }
+      try {
+        devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
+      } catch (const std::exception& e) {
+        throw ConfigError("GLOO_SOCKET_IFNAME interface '" + name + "' cannot be used: " + e.what(),
+                          "does it have an IPv4/IPv6 address? (ip addr show " + name + ")");
+      }
+    }
+    if (devices.empty()) throw ConfigError("GLOO_SOCKET_IFNAME='" + std::string(env) + "' names no interface");
+  } else if (info.master_addr == "127.0.0.1" || info.master_addr == "localhost") {
+    devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
+  } else {
+    devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  }
+  return devices;
+}
+
 }  // namespace
+
+std::vector<std::pair<std::string, std::string>> nccl_error_handling_env() {
+  // Blocking wait makes Work::wait(timeout) on the host throw when a collective fails or
+  // times out, so ProcessGroup::wait() can name it; without it a dead rank under NCCL shows
+  // up as a hang at the next host read. 1.13 reads NCCL_*, 2.x TORCH_NCCL_* (and the old
+  // names, with a deprecation warning). Cost: the host waits for each bucket's allreduce
+  // itself instead of only ordering the streams.
+#if TORCH_VERSION_MAJOR >= 2
+  return {{"TORCH_NCCL_BLOCKING_WAIT", "1"}};
+#else
+  return {{"NCCL_BLOCKING_WAIT", "1"}};
+#endif
+}
+
+std::vector<std::string> apply_nccl_error_handling_env() {
+  // A user's own choice of either mode, under either name, is left alone.
+  for (const char* v : {"TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT", "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+                        "NCCL_ASYNC_ERROR_HANDLING"}) {
+    if (std::getenv(v) != nullptr) return {};
+  }
+  std::vector<std::string> set;
+  for (const auto& [name, value] : nccl_error_handling_env()) {
+    ::setenv(name.c_str(), value.c_str(), /*overwrite=*/0);
+    set.push_back(name + "=" + value);
+  }
+  return set;
+}
 
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
@@ -94,6 +168,9 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   if (backend == "nccl" && !device.is_cuda()) {
     throw ConfigError("--dist-backend nccl needs --device cuda (NCCL reduces GPU tensors only)");
   }
+  // Bad network settings fail on every rank before the rendezvous, not after it.
+  std::vector<std::shared_ptr<::gloo::transport::Device>> devices;
+  if (backend == "gloo") devices = gloo_devices(info);
   auto impl = std::make_unique<Impl>();
   try {
     if (info.init_method.rfind("file://", 0) == 0) {
@@ -126,18 +203,18 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
                     e.what(),
                 "did rank 0 start, and is MASTER_ADDR:MASTER_PORT reachable?");
   }
+  std::string transport = backend;
   if (backend == "gloo") {
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    // Loopback for single-node jobs, else the interface that resolves the hostname.
-    if (info.master_addr == "127.0.0.1" || info.master_addr == "localhost") {
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-    } else {
-      opts->devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
-    }
+    opts->devices = devices;
+    transport = "gloo over";
+    for (const auto& d : opts->devices) transport += " [" + d->str() + "]";
     impl->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, info.rank,
                                                            info.world_size, opts);
   } else {
 #ifdef USE_C10D_NCCL
+    for (const auto& v : apply_nccl_error_handling_env()) transport += (transport == backend ? " (" : ", ") + v;
+    if (transport != backend) transport += ")";
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
     impl->pg = c10::make_intrusive<c10d::ProcessGroupNCCL>(impl->store, info.rank,
@@ -149,6 +226,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   pg->size_ = info.world_size;
   pg->backend_ = backend;
   pg->timeout_ = timeout;
+  pg->transport_ = transport;
   return pg;
 }
 

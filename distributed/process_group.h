@@ -7,6 +7,8 @@
 #include <chrono>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <torch/csrc/distributed/c10d/Work.hpp>
 
@@ -28,6 +30,9 @@ class ProcessGroup {
   int size() const { return size_; }
   const std::string& backend() const { return backend_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
+  // What carries the collectives, for the start-up line: "gloo over [tcp, ... iface=lo ...]",
+  // or "nccl (TORCH_NCCL_BLOCKING_WAIT=1)".
+  const std::string& transport() const { return transport_; }
 
   // Asynchronous sum-allreduce in place; finish with wait().
   c10::intrusive_ptr<c10d::Work> allreduce_async(torch::Tensor& t);
@@ -43,11 +48,18 @@ class ProcessGroup {
   explicit ProcessGroup(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, size_ = 1;
-  std::string backend_;
+  std::string backend_, transport_;
   std::chrono::milliseconds timeout_{0};
 };
 
 // True when this LibTorch was built with NCCL (USE_C10D_NCCL).
 bool nccl_available();
+
+// The environment that makes a failed or timed-out NCCL collective surface as an error from
+// ProcessGroup::wait() within the timeout, under this LibTorch's variable names.
+std::vector<std::pair<std::string, std::string>> nccl_error_handling_env();
+// Sets it (create() does, before building a NCCL backend) unless the user chose a mode under
+// any name; returns "NAME=VALUE" for each variable set.
+std::vector<std::string> apply_nccl_error_handling_env();
 
 }  // namespace ctrain::distributed

@@ -87,8 +87,9 @@ int run(int argc, char** argv) {
                 static_cast<long long>(mnist.cols), a.data_folder.c_str(), rt.device.str().c_str(),
                 torch::get_num_threads());
     if (rt.launch.is_distributed()) {
-      std::printf("distributed: %s, global batch %lld\n", rt.launch.describe().c_str(),
-                  static_cast<long long>(a.batch_size * world * cfg.dist.accumulate));
+      std::printf("distributed: %s, global batch %lld, %s\n", rt.launch.describe().c_str(),
+                  static_cast<long long>(a.batch_size * world * cfg.dist.accumulate),
+                  rt.pg ? rt.pg->transport().c_str() : "");
     }
     std::fflush(stdout);
   }
