@@ -172,13 +172,17 @@ TEST_F(DiskFullFaultTest, DiskFillingUpMidRunLosesNothing) {
   const auto r = on_small_disk("16m",
       "CTRAIN_FAULT_AT=stop:1:2 " + run + " > \"$T/run.log\" 2>&1 &\n"
       "pid=$!\n"
-      "while [ -d /proc/$pid ] && [ \"$(cut -d' ' -f3 /proc/$pid/stat)\" != T ]; do sleep 0.05; done\n"
+      "i=0; until [ \"$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)\" = T ]; do\n"
+      "  if [ ! -d /proc/$pid ] || [ $i -ge 2400 ]; then echo 'poll failed: the run never stopped itself'; cat \"$T/run.log\"; exit 1; fi\n"
+      "  sleep 0.05; i=$((i+1))\n"
+      "done\n"
       "dd if=/dev/zero of=\"$D/filler\" bs=64k 2>/dev/null\n"
       "kill -CONT $pid; wait $pid; echo \"full rc=$?\"; cat \"$T/run.log\"\n"
       "cp -a \"$D/o\" \"$T/after\"\n"
       "rm \"$D/filler\"\n" +
       run + " --resume; echo \"resume rc=$?\"\n"
       "cp -a \"$D/o\" \"$T/final\"\n");
+  ASSERT_EQ(r.output.find("poll failed"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("full rc=1"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("epoch-0001.pt: No space left on device"), std::string::npos) << r.output;
   EXPECT_TRUE(ctrain::engine::is_checkpoint_file(out_ / "after/checkpoints/epoch-0000.pt")) << r.output;
@@ -236,9 +240,11 @@ TEST_F(RendezvousFaultTest, SecondProcessClaimingARankIsRefused) {
   // with the first. Rank 2 starts only once a duplicate has left (or after 60 s), so the job
   // cannot finish before the second duplicate has knocked.
   const auto r = run_command(rank(0, 3, "job-a", "r0") + " & " + rank(1, 3, "job-a", "dup") + " & " +
-                             rank(1, 3, "job-a", "dup") + " & i=0; while ! grep -q 'dup rc=' " +
-                             (out_ / "rc.log") + " 2>/dev/null && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done; " +
+                             rank(1, 3, "job-a", "dup") + " & i=0; until grep -q 'dup rc=' " + (out_ / "rc.log") +
+                             " 2>/dev/null; do if [ $i -ge 600 ]; then echo 'poll failed: no duplicate left "
+                             "within 60 s'; break; fi; sleep 0.1; i=$((i+1)); done; " +
                              rank(2, 3, "job-a", "r2") + "; wait");
+  ASSERT_EQ(r.output.find("poll failed"), std::string::npos) << r.output;
   EXPECT_EQ(count(r.output, "dup rc=0"), 1) << r.output;
   EXPECT_EQ(count(r.output, "dup rc=1"), 1) << r.output;
   EXPECT_NE(r.output.find("already joined as rank 1"), std::string::npos) << r.output;
