@@ -1,6 +1,7 @@
 #pragma once
 // ONNX export from C++ (PyTorch's exporter lives only in Python, pytorch/pytorch#17869) and
-// verification of the written file with an independent runtime (OpenCV's cv::dnn).
+// verification of the written file with an independent runtime (OpenCV's cv::dnn, where it is
+// built in; the writer itself needs only libonnx).
 // export/ reads a trained model; it never trains one and knows models only through their
 // spec ({"arch": "mlp"|"resnet18"|"resnet34"|"resnet50", ...}) and parameter names.
 #include <torch/torch.h>
@@ -28,11 +29,14 @@ void export_onnx(torch::nn::Module& module, const nlohmann::json& spec, const st
 struct VerifyResult {
   double max_abs_diff = 0.0;
   int64_t batch = 0;
+  std::string runtime;  // what ran the file ("OpenCV dnn"); empty: no ONNX runtime is built
+                        // in, and nothing was compared
 };
 
 // Runs `input` through the ONNX file with OpenCV's dnn module and compares with `expected`
 // (LibTorch's logits for the same input). Throws ctrain::Error when the difference exceeds
-// `tolerance` or the file does not load.
+// `tolerance` or the file does not load. Without a runtime (a build without OpenCV) it
+// compares nothing and returns an empty `runtime`.
 VerifyResult verify_onnx(const std::string& path, const torch::Tensor& input,
                          const torch::Tensor& expected, double tolerance = 1e-4);
 

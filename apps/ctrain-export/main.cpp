@@ -24,7 +24,7 @@ int run(int argc, char** argv) {
   app.add_option("--num-classes,--num_classes", num_classes, "classes of the --weights head");
   app.add_option("--image-size,--image_size", image_size, "input height and width for ResNets");
   app.add_option("--onnx", onnx_path, "output .onnx file")->required();
-  app.add_flag("--verify", verify, "compare OpenCV dnn's outputs with LibTorch's on random inputs (batch 1 and 8)");
+  app.add_flag("--verify", verify, "compare an ONNX runtime's (OpenCV dnn) outputs with LibTorch's on random inputs (batch 1 and 8)");
   app.add_option("--tolerance", tolerance, "max abs difference --verify accepts");
   ck->excludes(wt);
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
@@ -65,9 +65,9 @@ int run(int argc, char** argv) {
     return 0;
   }
   for (int64_t batch : {1, 8}) {
-    const double diff = ctrain::apps::export_and_verify(model, onnx_path, sample(batch), tolerance);
-    std::printf("verified %s with OpenCV dnn, batch %lld: max abs diff %.2e\n", onnx_path.c_str(),
-                static_cast<long long>(batch), diff);
+    const auto v = ctrain::apps::export_and_verify(model, onnx_path, sample(batch), tolerance);
+    std::printf("batch %lld: %s\n", static_cast<long long>(batch),
+                ctrain::apps::describe_verification(onnx_path, v).c_str());
   }
   return 0;
 }
