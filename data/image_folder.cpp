@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "core/error.h"
+#include "core/torch_error.h"
 #include "core/fs.h"
 
 namespace ctrain::data {
@@ -183,7 +184,7 @@ void naming_errors(const std::string& path, Fn&& fn) {
     if (std::string(e.what()).rfind(path, 0) == 0) throw;
     throw Error(path + ": " + e.what(), "use --skip-bad-images to skip it");
   } catch (const std::exception& e) {  // OpenCV's, std::bad_alloc, std::length_error, ...
-    throw Error(path + ": cannot decode or transform image (" + e.what() + ")",
+    throw Error(path + ": cannot decode or transform image (" + message_of(e) + ")",
                 "use --skip-bad-images to skip it");
   }
 }

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/torch_error.h"
 #include "distributed/compat.h"
 
 namespace ctrain::distributed {
@@ -99,7 +100,7 @@ std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices(const Launc
       try {
         devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
       } catch (const std::exception& e) {
-        throw ConfigError("GLOO_SOCKET_IFNAME interface '" + name + "' cannot be used: " + e.what(),
+        throw ConfigError("GLOO_SOCKET_IFNAME interface '" + name + "' cannot be used: " + message_of(e),
                           "does it have an IPv4/IPv6 address? (ip addr show " + name + ")");
       }
     }
@@ -113,6 +114,37 @@ std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices(const Launc
 }
 
 }  // namespace
+
+void check_gpus(const LaunchInfo& info, const std::string& device, int gpu_count) {
+  if (gpu_count <= 0) return;
+  const std::string plural = gpu_count == 1 ? " GPU" : " GPUs";
+  int index = -1;
+  if (device.rfind("cuda:", 0) == 0) {
+    try {
+      index = std::stoi(device.substr(5));
+    } catch (const std::exception&) {
+      throw ConfigError("--device " + device + ": expected cuda:N with N a GPU index");
+    }
+    if (index < 0 || index >= gpu_count) {
+      throw ConfigError("--device " + device + ": this node has " + std::to_string(gpu_count) + plural +
+                        " (cuda:0 to cuda:" + std::to_string(gpu_count - 1) + ")");
+    }
+  }
+  const bool cuda = device.rfind("cuda", 0) == 0 || device == "auto";
+  const bool nccl = info.backend == "nccl" || (info.backend.empty() && cuda && nccl_available());
+  if (!nccl || info.local_world_size <= 1) return;
+  const std::string ranks = std::to_string(info.local_world_size) + " ranks on this node";
+  if (info.local_world_size > gpu_count) {
+    throw ConfigError(ranks + " but " + std::to_string(gpu_count) + plural +
+                          ": NCCL needs a GPU per rank; use --dist-backend gloo or --nproc-per-node " +
+                          std::to_string(gpu_count));
+  }
+  if (index >= 0) {
+    throw ConfigError(ranks + " all on --device " + device +
+                          ": NCCL needs a GPU per rank; use --device cuda (rank r takes cuda:r) or "
+                          "--dist-backend gloo");
+  }
+}
 
 std::vector<std::pair<std::string, std::string>> nccl_error_handling_env() {
   // Blocking wait makes Work::wait(timeout) on the host throw when a collective fails or
@@ -155,7 +187,21 @@ bool nccl_available() {
 }
 
 ProcessGroup::ProcessGroup(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-ProcessGroup::~ProcessGroup() = default;
+ProcessGroup::~ProcessGroup() {
+  // Shut the backend down explicitly, on success and on the error path alike (this runs while
+  // an exception unwinds through Runtime): LibTorch 2.x's NCCL backend otherwise warns that
+  // destroy_process_group() was not called, and may leave its communicators to the exit path.
+#if defined(USE_C10D_NCCL) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5))
+  if (impl_ && impl_->pg) {
+    if (auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(impl_->pg.get())) {
+      try {
+        nccl->shutdown();
+      } catch (const std::exception&) {  // a destructor must not throw; the job is ending
+      }
+    }
+  }
+#endif
+}
 
 std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::string backend,
                                                    torch::Device device,
@@ -190,7 +236,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   } catch (const std::exception& e) {
     throw Error("rendezvous at " + info.init_method + " failed for rank " +
                     std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
-                    e.what(),
+                    message_of(e),
                 "are all ranks started, and is MASTER_ADDR:MASTER_PORT reachable and free?");
   }
   try {
@@ -200,7 +246,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   } catch (const std::exception& e) {
     throw Error("rendezvous at " + info.init_method + " failed for rank " +
                     std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
-                    e.what(),
+                    message_of(e),
                 "did rank 0 start, and is MASTER_ADDR:MASTER_PORT reachable?");
   }
   std::string transport = backend;
@@ -240,7 +286,7 @@ void ProcessGroup::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::s
     work->wait(timeout_);
   } catch (const std::exception& e) {
     throw Error(what + " failed on rank " + std::to_string(rank_) + " (timeout " +
-                    std::to_string(timeout_.count() / 1000) + " s): " + e.what(),
+                    std::to_string(timeout_.count() / 1000) + " s): " + message_of(e),
                 "a peer rank died or hung; see its log. --dist-timeout sets the limit");
   }
 }

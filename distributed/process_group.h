@@ -55,6 +55,14 @@ class ProcessGroup {
 // True when this LibTorch was built with NCCL (USE_C10D_NCCL).
 bool nccl_available();
 
+// Refuses, before any process group, what cannot work with this node's `gpu_count` GPUs
+// (a parameter, so tests need no GPU; 0 leaves CUDA errors to device selection):
+// --device cuda:N with N out of range, and NCCL (explicit, or the default for a CUDA device)
+// with more local ranks than GPUs or with every local rank pinned to one --device cuda:N.
+// NCCL needs a GPU per rank; sharing one fails inside NCCL ("Duplicate GPU detected").
+// Throws ConfigError with one line that says what to change.
+void check_gpus(const LaunchInfo& info, const std::string& device, int gpu_count);
+
 // The environment that makes a failed or timed-out NCCL collective surface as an error from
 // ProcessGroup::wait() within the timeout, under this LibTorch's variable names.
 std::vector<std::pair<std::string, std::string>> nccl_error_handling_env();

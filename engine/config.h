@@ -9,6 +9,7 @@
 namespace ctrain::engine {
 
 struct OptimConfig {
+  std::string optimizer = "sgd";  // make_optimizer(): SGD (with momentum, weight decay) today
   double learning_rate = 0.01;  // --learning-rate
   double momentum = 0.0;        // --momentum (SGD)
   double weight_decay = 0.0;
@@ -44,6 +45,9 @@ struct TrainConfig {
   // before that epoch reaches a checkpoint; "skip" drops such steps (no optimizer update) and
   // counts them. skip costs one host sync (and, distributed, one small allreduce) per step.
   std::string on_nan = "stop";
+  // --amp: "off", "bf16" (autocast; CPU and CUDA) or "fp16" (autocast + dynamic loss scaling
+  // with GradScaler's rules; CUDA only).
+  std::string amp = "off";
   OptimConfig optim;
   CheckpointConfig checkpoint;
   DistConfig dist;

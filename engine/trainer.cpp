@@ -16,9 +16,11 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/torch_error.h"
 #include "core/fs.h"
 #include "distributed/ddp.h"
 #include "engine/checkpoint.h"
+#include "engine/step.h"
 
 namespace ctrain::engine {
 namespace {
@@ -82,17 +84,6 @@ double step_lr(const OptimConfig& o, int64_t epoch) {
   return o.learning_rate * std::pow(o.lr_gamma, static_cast<double>(epoch / o.lr_step_size));
 }
 
-// optimizer.zero_grad(set_to_none=True), PyTorch 2.x's default (LibTorch 1.13's zero_grad()
-// zeroes instead): a parameter that gets no gradient then keeps an undefined .grad, and SGD
-// leaves it alone rather than moving it by momentum and weight decay.
-void zero_grad(torch::optim::Optimizer& opt) {
-  for (auto& group : opt.param_groups()) {
-    for (auto& p : group.params()) {
-      if (p.grad().defined()) p.mutable_grad().reset();
-    }
-  }
-}
-
 void set_lr(torch::optim::Optimizer& opt, double lr) {
   for (auto& group : opt.param_groups()) group.options().set_lr(lr);
 }
@@ -121,7 +112,7 @@ std::optional<std::string> resume_source(const TrainConfig& cfg, const std::stri
     try {
       m = checkpoint_peek(*it);
     } catch (const Error& e) {
-      std::cerr << "warning: skipping unreadable checkpoint: " << e.what() << "\n";
+      std::cerr << "warning: skipping unreadable checkpoint: " << message_of(e) << "\n";
       continue;
     }
     check_spec(*it, m);
@@ -247,6 +238,8 @@ void TrainConfig::validate() const {
   positive(dist.timeout_s, "--dist-timeout");
   positive(dist.bucket_mb, "--bucket-mb");
   if (dist.accumulate < 1) throw ConfigError("--accumulate must be >= 1");
+  parse_amp(amp);  // throws naming --amp
+  if (optim.optimizer != "sgd") throw ConfigError("optimizer must be sgd, got '" + optim.optimizer + "'");
   if (on_nan != "stop" && on_nan != "skip") {
     throw ConfigError("--on-nan must be stop or skip, got '" + on_nan + "'");
   }
@@ -263,6 +256,8 @@ nlohmann::json TrainConfig::to_json() const {
           {"output_dir", output_dir},
           {"keep_best", keep_best},
           {"on_nan", on_nan},
+          {"amp", amp},
+          {"optimizer", optim.optimizer},
           {"learning_rate", optim.learning_rate},
           {"momentum", optim.momentum},
           {"weight_decay", optim.weight_decay},
@@ -280,6 +275,8 @@ Runtime init_runtime(const TrainConfig& cfg, const distributed::DistFlags& flags
   rt.launch = distributed::resolve_launch(flags, env);
   if (cfg.threads > 0) torch::set_num_threads(cfg.threads);
   torch::manual_seed(static_cast<uint64_t>(cfg.seed));
+  distributed::check_gpus(rt.launch, cfg.device,
+                          torch::cuda::is_available() ? static_cast<int>(torch::cuda::device_count()) : 0);
   if (cfg.device == "cpu" || (cfg.device == "auto" && !torch::cuda::is_available())) {
     rt.device = torch::kCPU;
   } else if (!torch::cuda::is_available()) {
@@ -350,10 +347,8 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
   }
 
   model.module->to(device);
-  torch::optim::SGD optimizer(model.module->parameters(),
-                              torch::optim::SGDOptions(cfg.optim.learning_rate)
-                                  .momentum(cfg.optim.momentum)
-                                  .weight_decay(cfg.optim.weight_decay));
+  const auto optimizer_ptr = make_optimizer(cfg.optim, model.module->parameters());
+  torch::optim::Optimizer& optimizer = *optimizer_ptr;
   nlohmann::json run_config = cfg.to_json();
   run_config["app"] = hooks.app_config;
   run_config["world_size"] = rt.launch.world_size;
@@ -401,7 +396,12 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
   const auto opts = torch::TensorOptions().device(device);
   const int64_t accumulate = cfg.dist.accumulate;
   const FaultInjection fault = FaultInjection::from_env(rt.launch.restart_count);
-  const bool skip_nan = cfg.on_nan == "skip";
+  StepOptions step_options;
+  step_options.amp = parse_amp(cfg.amp);
+  if (cfg.on_nan == "skip") {  // every rank skips the same step
+    step_options.accept = [pg](const torch::Tensor& loss) { return finite_everywhere(loss, pg); };
+  }
+  TrainStep train_step(model, optimizer, ddp.get(), device, step_options);
   int64_t skipped_steps = 0;
   for (int64_t epoch = result.first_epoch; epoch < cfg.epochs; ++epoch) {
     const double lr = step_lr(cfg.optim, epoch);
@@ -414,47 +414,37 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     // done once per epoch (which also finds the first non-finite step for --on-nan stop).
     torch::Tensor step_loss = torch::zeros({steps}, opts);
     std::vector<float> step_size(static_cast<size_t>(steps), 0.0f);
-    torch::Tensor correct = torch::zeros({}, opts.dtype(torch::kInt64));
+    train_step.reset_correct();
     int64_t samples = 0, step = 0;
     const auto t_epoch = Clock::now();
 
-    // ---- TRAINING STEP BEGIN -----------------------------------------------------------
     while (auto batch = train_data.next()) {
       // With --accumulate N, N micro-batches make one optimizer step; only the last of them
       // reduces gradients across ranks (the others are no_sync).
-      const bool sync = (step + 1) % accumulate == 0 || step + 1 == steps;
-      const torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
+      const bool first = step % accumulate == 0;
+      const bool last = (step + 1) % accumulate == 0 || step + 1 == steps;
+      torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
       const torch::Tensor y = batch->target.to(device, /*non_blocking=*/true);
-      if (step % accumulate == 0) zero_grad(optimizer);
-      if (ddp) ddp->sync_buffers();  // BatchNorm statistics follow rank 0's, as in PyTorch
-      const torch::Tensor logits = model.forward(x);
-      torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
-      if (fault.due(epoch, step + 1, rt.launch.rank)) {
+      if (fault.due(epoch, step + 1, rt.launch.rank)) {  // test-only, outside the step
         if (fault.action == "kill") ::raise(SIGKILL);
         if (fault.action == "stop") ::raise(SIGSTOP);
-        if (fault.action == "nan") loss = loss * std::numeric_limits<float>::quiet_NaN();
+        if (fault.action == "nan") x = x * std::numeric_limits<float>::quiet_NaN();
       }
-      if (skip_nan && !finite_everywhere(loss, pg)) {  // every rank skips the same step
+      // ---- TRAINING STEP BEGIN ---------------------------------------------------------
+      const TrainStep::Result out = train_step.run(x, y, first, last, accumulate);
+      // ---- TRAINING STEP END: everything that follows in the loop is bookkeeping ---------
+      ++step;
+      if (!out.accepted) {
         ++skipped_steps;
-        ++step;
-        zero_grad(optimizer);
         continue;
       }
-      if (ddp) ddp->prepare(sync);
-      (accumulate > 1 ? loss / static_cast<double>(accumulate) : loss).backward();
-      if (sync) {
-        if (ddp) ddp->finish();  // waits for the bucket allreduces: grads are now averaged
-        optimizer.step();
-      }
-      // ---- everything that follows in the loop is bookkeeping --------------------------
       torch::NoGradGuard no_grad;
-      step_loss[step].copy_(loss.detach());
-      step_size[static_cast<size_t>(step)] = static_cast<float>(y.size(0));
-      correct += logits.argmax(1).eq(y).sum();
+      step_loss[step - 1].copy_(out.loss);
+      step_size[static_cast<size_t>(step - 1)] = static_cast<float>(y.size(0));
       samples += y.size(0);
-      progress.step(++step, samples, loss);
+      progress.step(step, samples, out.loss);
     }
-    // ---- TRAINING STEP END -------------------------------------------------------------
+    const torch::Tensor correct = train_step.correct();
 
     EpochStats st;
     st.seconds = seconds_since(t_epoch);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/torch_error.h"
 #include "core/fs.h"
 
 namespace ctrain::models {
@@ -81,7 +82,7 @@ std::map<std::string, torch::Tensor> read_safetensors(const std::string& path) {
     } catch (const Error&) {
       throw;
     } catch (const std::exception& e) {
-      throw fail("entry " + name + ": " + e.what());
+      throw fail("entry " + name + ": " + message_of(e));
     }
   }
   return out;

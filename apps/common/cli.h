@@ -8,6 +8,7 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/torch_error.h"
 #include "distributed/launch.h"
 #include "engine/config.h"
 
@@ -27,6 +28,7 @@ inline void add_train_flags(CLI::App& app, engine::TrainConfig& c) {
   app.add_option("--log-interval,--log_interval", c.log_interval, "steps between progress lines (0: auto)");
   app.add_option("--accumulate", c.dist.accumulate, "micro-batches per optimizer step");
   app.add_option("--on-nan,--on_nan", c.on_nan, "stop | skip: what a non-finite loss does");
+  app.add_option("--amp", c.amp, "off | bf16 | fp16: mixed precision (autocast; fp16 adds loss scaling, CUDA only)");
   app.add_option("--bucket-mb,--bucket_mb", c.dist.bucket_mb, "DDP gradient bucket size in MB");
   app.add_option("--dist-timeout,--dist_timeout", c.dist.timeout_s, "seconds before a rendezvous or collective gives up");
 }
@@ -74,8 +76,8 @@ inline int guarded_main(const char* name, const std::function<int()>& body) {
   } catch (const ConfigError& e) {
     std::cerr << name << ": error: " << e.what() << "\n";
     return 2;
-  } catch (const std::exception& e) {
-    std::cerr << name << ": error: " << e.what() << "\n";
+  } catch (const std::exception& e) {  // LibTorch's c10::Error without its C++ backtrace
+    std::cerr << name << ": error: " << message_of(e) << "\n";
     return 1;
   }
 }

@@ -4,6 +4,8 @@
 #include <filesystem>
 
 #include "../support/fixtures.h"
+#include "apps/common/cli.h"
+#include "core/torch_error.h"
 #include "engine/checkpoint.h"
 #include "models/mlp.h"
 
@@ -47,6 +49,21 @@ TEST_F(MnistCliTest, MissingDataFolderFailsBeforeTouchingOutputs) {
   EXPECT_FALSE(fs::exists(out_ / "o"));
 }
 
+// LibTorch's errors reach users through guarded_main: without the C++ backtrace that
+// c10::Error::what() carries.
+TEST(GuardedMainTest, LibTorchErrorsArePrintedWithoutTheirBacktrace) {
+  ::testing::internal::CaptureStderr();
+  const int code = ctrain::apps::guarded_main("ctrain-x", [] () -> int {
+    throw c10::Error("Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 0",
+                     "Exception raised from checkForNCCLErrorsInternal\nframe #0: c10::Error::Error");
+  });
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(code, 1);
+  EXPECT_EQ(err, "ctrain-x: error: Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 0\n");
+  EXPECT_EQ(ctrain::message_of(c10::Error("msg", "frame #0")), "msg");
+  EXPECT_EQ(ctrain::message_of(std::runtime_error("plain")), "plain");
+}
+
 TEST_F(MnistCliTest, HelpExitsZero) {
   const auto r = run_command(bin("ctrain-mnist") + " --help");
   EXPECT_EQ(r.exit_code, 0);
@@ -82,7 +99,8 @@ TEST_F(MnistCliTest, OnnxExportAtTheEndAndFromTheCheckpoint) {
   auto e = run_command(bin("ctrain-export") + " --checkpoint " + (out_ / "o/model.pt") +
                        " --onnx " + (out_ / "o/again.onnx") + " --verify");
   EXPECT_EQ(e.exit_code, 0) << e.output;
-  EXPECT_NE(e.output.find("batch 8: max abs diff"), std::string::npos) << e.output;
+  EXPECT_NE(e.output.find("batch 8: " + (out_ / "o/again.onnx") + " verified with OpenCV dnn on 8 inputs, max abs diff"),
+            std::string::npos) << e.output;
   e = run_command(bin("ctrain-export") + " --onnx " + (out_ / "x.onnx"));
   EXPECT_EQ(e.exit_code, 2) << e.output;
   EXPECT_NE(e.output.find("--checkpoint or --weights"), std::string::npos) << e.output;

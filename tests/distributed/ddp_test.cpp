@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "../support/fixtures.h"
+#include "core/error.h"
 #include "distributed/process_group.h"
 #include "models/mlp.h"
 
@@ -221,6 +222,37 @@ TEST(NcclErrorHandlingTest, BlockingWaitIsSetUnlessTheUserChose) {
     }
   }
   for (const char* n : names) ::unsetenv(n);
+}
+
+// The rank/GPU check takes the GPU count as a parameter: tested here without a GPU.
+TEST(GpuCheckTest, NcclWithoutAGpuPerRankIsRefusedInOneLine) {
+  using ctrain::distributed::check_gpus;
+  auto error_of = [](const ctrain::distributed::LaunchInfo& info, const std::string& device, int gpus) {
+    try {
+      check_gpus(info, device, gpus);
+    } catch (const ctrain::ConfigError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  ctrain::distributed::LaunchInfo two;
+  two.world_size = two.local_world_size = 2;
+  two.backend = "nccl";
+  EXPECT_EQ(error_of(two, "cuda", 1),
+            "2 ranks on this node but 1 GPU: NCCL needs a GPU per rank; use --dist-backend gloo or "
+            "--nproc-per-node 1");
+  EXPECT_EQ(error_of(two, "auto", 1).substr(0, 31), "2 ranks on this node but 1 GPU:");
+  EXPECT_EQ(error_of(two, "cuda", 2), "");
+  EXPECT_NE(error_of(two, "cuda:1", 2).find("2 ranks on this node all on --device cuda:1"), std::string::npos);
+  two.backend = "gloo";  // Gloo shares a GPU between ranks
+  EXPECT_EQ(error_of(two, "cuda", 1), "");
+  ctrain::distributed::LaunchInfo one;
+  EXPECT_EQ(error_of(one, "cuda:3", 2), "--device cuda:3: this node has 2 GPUs (cuda:0 to cuda:1)");
+  EXPECT_EQ(error_of(one, "cuda:0", 1), "");
+  EXPECT_NE(error_of(one, "cuda:x", 1).find("expected cuda:N"), std::string::npos);
+  // No GPU at all: left to device selection, which names --device.
+  two.backend = "nccl";
+  EXPECT_EQ(error_of(two, "cuda", 0), "");
 }
 
 TEST(DdpTest, KilledRankMakesTheOtherFailNamingTheCollective) {

@@ -1,0 +1,174 @@
+#include "engine/step.h"
+
+#include "core/error.h"
+
+namespace ctrain::engine {
+
+// ---- mixed precision --------------------------------------------------------------------
+
+Amp parse_amp(const std::string& name) {
+  if (name == "off") return Amp::kOff;
+  if (name == "bf16") return Amp::kBf16;
+  if (name == "fp16") return Amp::kFp16;
+  throw ConfigError("--amp must be off, bf16 or fp16, got '" + name + "'");
+}
+
+const char* amp_name(Amp amp) {
+  switch (amp) {
+    case Amp::kBf16: return "bf16";
+    case Amp::kFp16: return "fp16";
+    default: return "off";
+  }
+}
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+bool autocast_enabled(c10::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
+static at::ScalarType autocast_dtype(c10::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
+static void set_autocast(c10::DeviceType t, bool on, at::ScalarType dtype) {
+  at::autocast::set_autocast_enabled(t, on);
+  at::autocast::set_autocast_dtype(t, dtype);
+}
+#else
+bool autocast_enabled(c10::DeviceType t) {
+  return t == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+}
+static at::ScalarType autocast_dtype(c10::DeviceType t) {
+  return t == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype()
+                                   : at::autocast::get_autocast_gpu_dtype();
+}
+static void set_autocast(c10::DeviceType t, bool on, at::ScalarType dtype) {
+  if (t == c10::DeviceType::CPU) {
+    at::autocast::set_cpu_enabled(on);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  } else {
+    at::autocast::set_enabled(on);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  }
+}
+#endif
+
+AutocastGuard::AutocastGuard(c10::DeviceType device_type, at::ScalarType dtype)
+    : type_(device_type), prev_enabled_(autocast_enabled(device_type)),
+      prev_dtype_(autocast_dtype(device_type)) {
+  set_autocast(type_, true, dtype);
+  at::autocast::increment_nesting();
+}
+
+AutocastGuard::~AutocastGuard() {
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+  set_autocast(type_, prev_enabled_, prev_dtype_);
+}
+
+bool GradScaler::unscale(const std::vector<torch::Tensor>& params) const {
+  torch::NoGradGuard no_grad;
+  const double inv = 1.0 / scale_;
+  torch::Tensor found;
+  for (const auto& p : params) {
+    if (!p.grad().defined()) continue;
+    torch::Tensor g = p.mutable_grad();
+    const torch::Tensor bad = g.isfinite().logical_not().any();
+    found = found.defined() ? found.logical_or(bad) : bad;
+    g.mul_(inv);
+  }
+  return found.defined() && found.item<bool>();
+}
+
+void GradScaler::update(bool found_inf) {
+  if (found_inf) {
+    scale_ *= o_.backoff_factor;
+    good_steps_ = 0;
+  } else if (++good_steps_ == o_.growth_interval) {
+    scale_ *= o_.growth_factor;
+    good_steps_ = 0;
+  }
+}
+
+// ---- the optimizer ----------------------------------------------------------------------
+
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
+                                                        std::vector<torch::Tensor> params) {
+  if (o.optimizer == "sgd") {
+    return std::make_unique<torch::optim::SGD>(
+        std::move(params),
+        torch::optim::SGDOptions(o.learning_rate).momentum(o.momentum).weight_decay(o.weight_decay));
+  }
+  throw ConfigError("optimizer '" + o.optimizer + "' is not supported (sgd)");
+}
+
+void zero_grad_to_none(torch::optim::Optimizer& opt) {
+  for (auto& group : opt.param_groups()) {
+    for (auto& p : group.params()) {
+      if (p.grad().defined()) p.mutable_grad().reset();
+    }
+  }
+}
+
+// ---- the step -----------------------------------------------------------------------------
+
+TrainStep::TrainStep(Model& model, torch::optim::Optimizer& optimizer,
+                     distributed::DistributedDataParallel* ddp, torch::Device device,
+                     StepOptions options)
+    : model_(model), optimizer_(optimizer), ddp_(ddp), device_(device), options_(std::move(options)),
+      params_(model.module->parameters()) {
+  if (options_.amp == Amp::kFp16) {
+    if (!device_.is_cuda()) {
+      throw ConfigError("--amp fp16 needs a CUDA device: LibTorch's CPU autocast has bf16 only",
+                        "use --amp bf16 on CPU");
+    }
+    scaler_ = std::make_unique<GradScaler>();
+  }
+  reset_correct();
+}
+
+void TrainStep::reset_correct() {
+  correct_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+}
+
+TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor& target,
+                                 bool first, bool last, int64_t accumulate) {
+  // B = micro-batch size. input: [B, ...] float, target: [B] int64, both copied into the
+  // step's own buffers (reallocated only when the shape changes: the last, shorter batch).
+  if (!input_.defined() || input_.sizes() != input.sizes()) {
+    input_ = torch::empty(input.sizes(), input.options().device(device_));
+    target_ = torch::empty(target.sizes(), target.options().device(device_));
+  }
+  input_.copy_(input, /*non_blocking=*/true);
+  target_.copy_(target, /*non_blocking=*/true);
+
+  Result r;
+  if (first) zero_grad_to_none(optimizer_);
+  if (ddp_) ddp_->sync_buffers();  // BatchNorm statistics follow rank 0's, as in PyTorch
+  torch::Tensor logits;
+  {
+    std::optional<AutocastGuard> autocast;
+    if (options_.amp != Amp::kOff) {
+      autocast.emplace(device_.type(), options_.amp == Amp::kBf16 ? at::kBFloat16 : at::kHalf);
+    }
+    logits = model_.forward(input_);
+  }
+  // The loss in float whatever the autocast dtype, as autocast's fp32 list has it.
+  const torch::Tensor loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), target_);
+  r.loss = loss.detach();
+  if (options_.accept && !options_.accept(r.loss)) {
+    zero_grad_to_none(optimizer_);  // the cycle's accumulated gradients go with it
+    r.accepted = false;
+    return r;
+  }
+  if (ddp_) ddp_->prepare(last);
+  torch::Tensor to_backward = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
+  if (scaler_) to_backward = scaler_->scale_loss(to_backward);
+  to_backward.backward();
+  if (last) {
+    if (ddp_) ddp_->finish();  // waits for the bucket allreduces: grads are now averaged
+    bool found_inf = false;
+    if (scaler_) found_inf = scaler_->unscale(params_);
+    if (!found_inf) optimizer_.step();
+    if (scaler_) scaler_->update(found_inf);
+    r.updated = !found_inf;
+  }
+  torch::NoGradGuard no_grad;
+  correct_ += logits.argmax(1).eq(target_).sum();
+  return r;
+}
+
+}  // namespace ctrain::engine

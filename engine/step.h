@@ -1,0 +1,70 @@
+#pragma once
+// The training step as one unit, the only code between the loop's TRAINING STEP fences:
+// batch -> forward (under autocast with --amp) -> loss -> backward (gradients reduced by the
+// DDP hooks, scaled with --amp fp16) -> optimizer step, plus the running correct count. Its
+// inputs live in buffers it owns (fixed addresses per batch shape), so a later change can
+// capture it in a CUDA graph without a second loop. Fault injection, logging, checkpoints and
+// evaluation stay outside.
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+
+#include "distributed/ddp.h"
+#include "engine/amp.h"
+#include "engine/config.h"
+#include "engine/trainer.h"
+
+namespace ctrain::engine {
+
+// The optimizer the config names, over `params` (OptimConfig::optimizer: "sgd" today).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
+                                                        std::vector<torch::Tensor> params);
+
+// optimizer.zero_grad(set_to_none=True), PyTorch 2.x's default (LibTorch 1.13's zero_grad()
+// zeroes instead): a parameter that gets no gradient keeps an undefined .grad, and SGD then
+// leaves it alone rather than moving it by momentum and weight decay.
+void zero_grad_to_none(torch::optim::Optimizer& opt);
+
+struct StepOptions {
+  Amp amp = Amp::kOff;
+  // Called with the detached loss after the forward, before the backward; false drops this
+  // micro-batch and its accumulation cycle (no backward, no update). Used by --on-nan skip,
+  // whose check must agree on every rank.
+  std::function<bool(const torch::Tensor& loss)> accept;
+};
+
+class TrainStep {
+ public:
+  // `ddp` may be null (one process). The model must already be on `device`.
+  TrainStep(Model& model, torch::optim::Optimizer& optimizer,
+            distributed::DistributedDataParallel* ddp, torch::Device device, StepOptions options);
+
+  struct Result {
+    torch::Tensor loss;     // this micro-batch's mean loss (device, detached, float)
+    bool accepted = true;   // false: dropped by StepOptions::accept
+    bool updated = false;   // the optimizer stepped (false on a non-last micro-batch, a
+                            // dropped one, or an fp16 step with inf/NaN gradients)
+  };
+  // One micro-batch of `accumulate`. `first` begins an accumulation cycle (gradients are
+  // zeroed); `last` ends one (gradients are reduced across ranks and the optimizer steps).
+  Result run(const torch::Tensor& input, const torch::Tensor& target, bool first, bool last,
+             int64_t accumulate = 1);
+
+  // Correct predictions of the accepted micro-batches since reset_correct() (device, int64).
+  const torch::Tensor& correct() const { return correct_; }
+  void reset_correct();
+  const GradScaler* scaler() const { return scaler_.get(); }
+
+ private:
+  Model& model_;
+  torch::optim::Optimizer& optimizer_;
+  distributed::DistributedDataParallel* ddp_;
+  torch::Device device_;
+  StepOptions options_;
+  std::unique_ptr<GradScaler> scaler_;  // --amp fp16 only
+  std::vector<torch::Tensor> params_;
+  torch::Tensor input_, target_, correct_;
+};
+
+}  // namespace ctrain::engine

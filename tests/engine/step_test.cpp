@@ -1,0 +1,159 @@
+// The training step as a unit, and mixed precision: autocast scopes and GradScaler's rules.
+#include "engine/step.h"
+
+#include <gtest/gtest.h>
+
+#include <limits>
+
+#include "core/error.h"
+#include "models/mlp.h"
+
+namespace ctrain::engine {
+namespace {
+
+Model mlp_model(uint64_t seed) {
+  torch::manual_seed(seed);
+  models::Mlp m(models::MlpOptions{12, 8, 6, 3});
+  return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, {{"arch", "mlp"}}};
+}
+
+std::pair<torch::Tensor, torch::Tensor> batch(int64_t n, uint64_t seed) {
+  auto g = at::detail::createCPUGenerator(seed);
+  return {torch::randn({n, 12}, g), torch::randint(0, 3, {n}, g)};
+}
+
+OptimConfig sgd() {
+  OptimConfig o;
+  o.learning_rate = 0.1;
+  o.momentum = 0.9;
+  o.weight_decay = 1e-3;
+  return o;
+}
+
+TEST(TrainStepTest, IsForwardLossBackwardAndOptimizerStep) {
+  Model a = mlp_model(1), b = mlp_model(1);
+  auto opt_a = make_optimizer(sgd(), a.module->parameters());
+  auto opt_b = make_optimizer(sgd(), b.module->parameters());
+  TrainStep step(a, *opt_a, nullptr, torch::kCPU, {});
+  int64_t correct = 0;
+  for (int i = 0; i < 3; ++i) {
+    auto [x, y] = batch(16, 10 + i);
+    const auto r = step.run(x, y, true, true);
+    EXPECT_TRUE(r.accepted && r.updated);
+    // By hand: the same step.
+    zero_grad_to_none(*opt_b);
+    const torch::Tensor logits = b.forward(x);
+    const torch::Tensor loss = torch::nn::functional::cross_entropy(logits, y);
+    EXPECT_TRUE(torch::equal(r.loss, loss.detach())) << "step " << i;
+    correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+    loss.backward();
+    opt_b->step();
+  }
+  const auto pa = a.module->parameters(), pb = b.module->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "param " << i;
+  EXPECT_EQ(step.correct().item<int64_t>(), correct);
+}
+
+TEST(TrainStepTest, TwoAccumulatedMicroBatchesEqualTheirConcatenation) {
+  Model a = mlp_model(2), b = mlp_model(2);
+  auto opt_a = make_optimizer(sgd(), a.module->parameters());
+  auto opt_b = make_optimizer(sgd(), b.module->parameters());
+  TrainStep acc(a, *opt_a, nullptr, torch::kCPU, {});
+  TrainStep whole(b, *opt_b, nullptr, torch::kCPU, {});
+  auto [x, y] = batch(16, 3);
+  EXPECT_FALSE(acc.run(x.slice(0, 0, 8), y.slice(0, 0, 8), true, false, 2).updated);
+  EXPECT_TRUE(acc.run(x.slice(0, 8), y.slice(0, 8), false, true, 2).updated);
+  whole.run(x, y, true, true);
+  const auto pa = a.module->parameters(), pb = b.module->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::allclose(pa[i], pb[i], 1e-5, 1e-6)) << i;
+}
+
+TEST(TrainStepTest, RejectedMicroBatchLeavesTheModelAlone) {
+  Model a = mlp_model(3);
+  auto opt = make_optimizer(sgd(), a.module->parameters());
+  StepOptions o;
+  o.accept = [](const torch::Tensor& loss) { return loss.isfinite().item<bool>(); };
+  TrainStep step(a, *opt, nullptr, torch::kCPU, o);
+  std::vector<torch::Tensor> before;
+  for (const auto& p : a.module->parameters()) before.push_back(p.detach().clone());
+  auto [x, y] = batch(8, 4);
+  const auto r = step.run(x * std::numeric_limits<float>::quiet_NaN(), y, true, true);
+  EXPECT_FALSE(r.accepted);
+  EXPECT_FALSE(r.updated);
+  const auto ps = a.module->parameters();
+  for (size_t i = 0; i < ps.size(); ++i) {
+    EXPECT_TRUE(torch::equal(ps[i], before[i]));
+    EXPECT_FALSE(ps[i].grad().defined());
+  }
+  EXPECT_EQ(step.correct().item<int64_t>(), 0);
+}
+
+TEST(TrainStepTest, Fp16NeedsCudaAndSaysSo) {
+  Model a = mlp_model(4);
+  auto opt = make_optimizer(sgd(), a.module->parameters());
+  StepOptions o;
+  o.amp = Amp::kFp16;
+  try {
+    TrainStep step(a, *opt, nullptr, torch::kCPU, o);
+    FAIL() << "fp16 on CPU was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("--amp fp16 needs a CUDA device"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_amp("fp8"), ConfigError);
+  EXPECT_EQ(parse_amp("bf16"), Amp::kBf16);
+}
+
+TEST(AutocastTest, Bf16OnCpuRunsLinearInBf16AndRestoresTheState) {
+  Model a = mlp_model(5);
+  auto [x, y] = batch(4, 6);
+  EXPECT_FALSE(autocast_enabled(c10::DeviceType::CPU));
+  {
+    AutocastGuard guard(c10::DeviceType::CPU, at::kBFloat16);
+    EXPECT_TRUE(autocast_enabled(c10::DeviceType::CPU));
+    EXPECT_EQ(a.forward(x).scalar_type(), at::kBFloat16);
+  }
+  EXPECT_FALSE(autocast_enabled(c10::DeviceType::CPU));
+  EXPECT_EQ(a.forward(x).scalar_type(), at::kFloat);
+  // A bf16 step trains: the loss is float, and the weights stay float and move.
+  auto opt = make_optimizer(sgd(), a.module->parameters());
+  StepOptions o;
+  o.amp = Amp::kBf16;
+  TrainStep step(a, *opt, nullptr, torch::kCPU, o);
+  const torch::Tensor before = a.module->parameters()[0].detach().clone();
+  const auto r = step.run(x, y, true, true);
+  EXPECT_EQ(r.loss.scalar_type(), at::kFloat);
+  EXPECT_EQ(a.module->parameters()[0].scalar_type(), at::kFloat);
+  EXPECT_FALSE(torch::equal(before, a.module->parameters()[0]));
+}
+
+// PyTorch's GradScaler: init 65536, x0.5 on an inf/NaN step (which is skipped), x2 after 2000
+// consecutive good steps; unscale divides gradients by the scale.
+TEST(GradScalerTest, FollowsPyTorchsRules) {
+  GradScaler s;
+  EXPECT_EQ(s.scale(), 65536.0);
+  torch::Tensor w = torch::ones({3}, torch::requires_grad());
+  (s.scale_loss(w.sum() * 2)).backward();
+  EXPECT_TRUE(torch::equal(w.grad(), torch::full({3}, 2.0 * 65536)));
+  EXPECT_FALSE(s.unscale({w}));
+  EXPECT_TRUE(torch::equal(w.grad(), torch::full({3}, 2.0)));
+  for (int i = 0; i < 1999; ++i) s.update(false);
+  EXPECT_EQ(s.scale(), 65536.0);
+  EXPECT_EQ(s.growth_tracker(), 1999);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 131072.0);
+  EXPECT_EQ(s.growth_tracker(), 0);
+  for (float bad : {std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()}) {
+    w.mutable_grad() = torch::tensor({1.0f, bad, 3.0f});
+    EXPECT_TRUE(s.unscale({w}));
+    const double before = s.scale();
+    s.update(true);
+    EXPECT_EQ(s.scale(), before * 0.5);
+    EXPECT_EQ(s.growth_tracker(), 0);
+  }
+  // An undefined gradient (an unused parameter) is not a finding.
+  torch::Tensor unused = torch::ones({2}, torch::requires_grad());
+  EXPECT_FALSE(s.unscale({unused}));
+}
+
+}  // namespace
+}  // namespace ctrain::engine
