@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 DATA ?= /usr/share/datasets/fashion-mnist
 EPOCHS ?= 3
 
-.PHONY: deps configure build run test test-faults test-sanitize fuzz bench clean
+.PHONY: deps configure build run test test-minimal test-faults test-sanitize fuzz bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -25,6 +25,13 @@ run: build
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+
+# The build a node without OpenCV or libonnx gets (build-minimal/), and the tests it has; the
+# fault tests run in the full build only (same code paths).
+test-minimal: deps
+	@cmake -S . -B build-minimal -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCTRAIN_WITH_OPENCV=OFF -DCTRAIN_WITH_ONNX=OFF >/dev/null
+	@cmake --build build-minimal -j $(JOBS)
+	@cd build-minimal && ctest --output-on-failure -j $(JOBS) -LE faults
 
 # The fault-injection tests, one line per fault (they also run in `make test`), then every
 # fuzz target for FUZZ_SECONDS (5 here) with its executions and crashes.
