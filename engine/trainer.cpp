@@ -21,6 +21,7 @@
 #include "distributed/ddp.h"
 #include "engine/checkpoint.h"
 #include "engine/step.h"
+#include "tracking/events.h"
 
 namespace ctrain::engine {
 namespace {
@@ -208,6 +209,25 @@ bool finite_everywhere(const torch::Tensor& loss, distributed::ProcessGroup* pg)
   return bad.item<float>() == 0.0f;
 }
 
+// One epoch's scalars, with the epoch as the step, and the training loss every `interval`
+// steps (global step = epoch * steps + step), read from the device once for the epoch.
+void write_epoch_events(tracking::EventWriter& w, const EpochStats& st, const torch::Tensor& step_loss,
+                        const std::vector<float>& step_size, int64_t interval) {
+  w.scalar("train/loss", st.epoch, st.train_loss);
+  w.scalar("train/acc", st.epoch, st.train_acc);
+  w.scalar("val/loss", st.epoch, st.val.loss);
+  w.scalar("val/acc", st.epoch, st.val.acc);
+  w.scalar("lr", st.epoch, st.lr);
+  w.scalar("samples_per_sec", st.epoch, st.samples_per_sec);
+  const torch::Tensor host = step_loss.to(torch::kCPU, torch::kFloat64).contiguous();
+  const double* loss = host.data_ptr<double>();
+  const int64_t steps = host.size(0);
+  for (int64_t i = interval - 1; i < steps; i += interval) {
+    if (step_size[static_cast<size_t>(i)] == 0.0f) continue;  // skipped by --on-nan skip
+    w.scalar("train/loss_step", st.epoch * steps + i + 1, loss[i]);
+  }
+}
+
 }  // namespace
 
 void TrainConfig::validate() const {
@@ -387,6 +407,10 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     metrics.open((fs::path(cfg.output_dir) / "metrics.jsonl").string(), std::ios::app);
     if (!metrics) throw Error("cannot open " + cfg.output_dir + "/metrics.jsonl for appending");
   }
+  // TensorBoard: a new events file per process start; a resumed run continues the steps.
+  std::unique_ptr<tracking::EventWriter> events;
+  if (rank0 && tracking::event_files_available()) events = std::make_unique<tracking::EventWriter>(cfg.output_dir);
+  const int64_t loss_step_interval = cfg.log_interval > 0 ? cfg.log_interval : 10;
   auto save = [&](const std::string& path, torch::optim::Optimizer* opt, const std::string& what) {
     if (rank0) checkpoint_save(path, *model.module, opt, meta);
     // No rank runs ahead of a save: a crash right after it restarts everyone from it.
@@ -508,6 +532,10 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
       if (!metrics) {
         throw Error("cannot append to " + cfg.output_dir + "/metrics.jsonl: " + std::strerror(errno),
                     "check free disk space; the checkpoints saved so far are intact");
+      }
+      if (events) {
+        write_epoch_events(*events, st, step_loss, step_size, loss_step_interval);
+        events->flush();  // TensorBoard shows the run while it trains
       }
       if (hooks.on_epoch) hooks.on_epoch(st);
     }

@@ -8,12 +8,15 @@ packages=(
   libtorch-dev libopenblas0-pthread   # without openblas-pthread LibTorch uses reference BLAS (~20x slower)
   libgloo-dev                         # c10d's ProcessGroupGloo.hpp includes gloo headers
   libopencv-dev libonnx-dev libprotobuf-dev
+  protobuf-compiler                   # TensorBoard event messages from tracking/tensorboard.proto
   libopenmpi-dev openmpi-bin
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   clang-14 libclang-rt-14-dev          # libFuzzer + sanitizers for `make fuzz`
   dataset-fashion-mnist               # the embedded default data (IDX files)
   python3-torch python3-torchvision   # PyTorch peers: parity tests and benchmarks
   python3-onnx                        # an independent ONNX checker for the exported files
+  python3-protobuf                    # an independent reader of the TensorBoard event files
+  chromium                            # renders the report pages in tests (headless)
 )
 
 missing=()

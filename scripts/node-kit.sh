@@ -3,14 +3,14 @@
 # .nodekit/ (git-ignored) with what a GPU node that has a PyTorch installation but no package
 # manager lacks for building ctrain: Debian's header-only CLI11 and nlohmann-json, the
 # googletest source, gloo headers (PyTorch wheels ship none), libonnx + libprotobuf (ONNX
-# export), and Fashion-MNIST. Copy .nodekit/ along with the checkout, then run
+# export), protoc (TensorBoard event messages), and Fashion-MNIST. Copy .nodekit/ along with the checkout, then run
 # scripts/node-build.sh there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kit=.nodekit
 rm -rf "$kit" && mkdir -p "$kit/debs" "$kit/data"
 (cd "$kit/debs" && apt-get download libcli11-dev nlohmann-json3-dev googletest libgloo-dev \
-  libonnx-dev libonnx1 libprotobuf-dev libprotobuf32)
+  libonnx-dev libonnx1 libprotobuf-dev libprotobuf32 protobuf-compiler libprotoc32)
 if [ -d /usr/share/datasets/fashion-mnist ]; then
   cp /usr/share/datasets/fashion-mnist/*.gz "$kit/data/"
 else

@@ -10,6 +10,9 @@
 #include "engine/trainer.h"
 #include "models/mlp.h"
 #include "models/resnet.h"
+#include "tracking/report.h"
+
+#include <filesystem>
 #include "export/onnx.h"  // declarations only: the library is linked where CTRAIN_WITH_ONNX
 
 namespace ctrain::apps {
@@ -86,6 +89,28 @@ inline void export_final_model(engine::Model& model, const std::string& output_d
   engine::checkpoint_load(output_dir + "/model.pt", *model.module, nullptr);
   const std::string path = output_dir + "/model.onnx";
   std::printf("ONNX: %s\n", describe_verification(path, export_and_verify(model, path, sample)).c_str());
+  std::fflush(stdout);
+}
+
+// The run's configuration as its model.pt (or newest checkpoint) records it; {} if neither.
+inline nlohmann::json run_config(const std::string& run_dir) {
+  std::string from = run_dir + "/model.pt";
+  if (!std::filesystem::exists(from)) {
+    const auto all = engine::checkpoint_list(run_dir + "/checkpoints");
+    if (all.empty()) return nlohmann::json::object();
+    from = all.back();
+  }
+  return engine::checkpoint_peek(from).config;
+}
+
+// The trainers' very last step on rank 0 (after the ONNX export, which the page lists):
+// outputs/report.html. A failure here is a warning: the run itself is done and saved.
+inline void write_run_report(const std::string& output_dir) {
+  try {
+    std::printf("report: %s\n", tracking::write_run_report(output_dir, run_config(output_dir)).c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "warning: no report.html: %s\n", e.what());
+  }
   std::fflush(stdout);
 }
 

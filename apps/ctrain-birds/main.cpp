@@ -190,6 +190,7 @@ int run(int argc, char** argv) {
     std::printf("Training complete in %s\n", minutes_seconds(r.seconds).c_str());
     std::printf("Best val Acc: %.4f\n", r.best_val_acc);
     if (!no_onnx) ctrain::apps::export_final_model(model, cfg.output_dir, onnx_sample(val_data));
+    ctrain::apps::write_run_report(cfg.output_dir);
     if (train_data.bad_images() + val_data.bad_images() > 0) {
       std::printf("skipped unreadable images: %lld\n",
                   static_cast<long long>(train_data.bad_images() + val_data.bad_images()));

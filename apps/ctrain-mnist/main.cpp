@@ -100,6 +100,7 @@ int run(int argc, char** argv) {
                 static_cast<long long>(r.epochs_run), cfg.output_dir.c_str());
     // The exported model is checked against LibTorch on real test images.
     if (!no_onnx) ctrain::apps::export_final_model(model, cfg.output_dir, mnist.test.images.slice(0, 0, 8));
+    ctrain::apps::write_run_report(cfg.output_dir);
   }
   return 0;
 }

@@ -103,6 +103,9 @@ std::vector<BadFlag> table() {
   add(boolean("ctrain-export", "--verify"));
   add(floats("ctrain-export", "--tolerance", "-1"));
 
+  add({{"ctrain-report", "--goal", "sideways", 2, "--goal", ""},
+       {"ctrain-report", "--metric", "''", 2, "--metric", ""}});
+
   add(ints("ctrain-launch", "--nproc-per-node", "0"));
   add(ints("ctrain-launch", "--nnodes", "0"));
   add(ints("ctrain-launch", "--node-rank", "-1"));
@@ -138,6 +141,10 @@ class CliMatrixTest : public ::testing::TestWithParam<std::string> {
       }
 #endif
     }
+    if (program == "ctrain-report") {
+      fs::create_directories(data_ / "run");
+      std::ofstream(data_ / "run/metrics.jsonl") << "{\"epoch\":0,\"validation_acc\":0.5}\n";
+    }
     if (program == "ctrain-export") {
       const auto r = run_command(bin("ctrain-mnist") + " --data-folder " + (data_ / "mnist") +
                                  " --epochs 1 --no-onnx --first-layer-neurons 8 --second-layer-neurons 8"
@@ -158,6 +165,7 @@ class CliMatrixTest : public ::testing::TestWithParam<std::string> {
     if (program == "ctrain-export") {
       return {{"--checkpoint", data_ / "trained/model.pt"}, {"--onnx", out / "m.onnx"}};
     }
+    if (program == "ctrain-report") return {{"", data_ / "run"}};  // the positional directory
     return {{"--nproc-per-node", "1"}};  // ctrain-launch; the program follows
   }
   TempDir data_;
@@ -172,7 +180,11 @@ TEST_P(CliMatrixTest, EveryBadValueIsRefusedWithTheRightCodeNamingTheFlag) {
     std::string cmd = bin(c.program);
     const std::string flag = c.flag.substr(0, c.flag.find('='));
     for (const auto& [f, v] : base(c.program, out)) {
-      if (f != flag && f != c.drop) cmd += " " + f + (v.empty() ? "" : " " + v);
+      if (f.empty()) {
+        cmd += " " + v;  // a positional argument
+      } else if (f != flag && f != c.drop) {
+        cmd += " " + f + (v.empty() ? "" : " " + v);
+      }
     }
     cmd += " " + c.flag + (c.value.empty() ? "" : " " + c.value);
     if (c.program == "ctrain-launch") cmd += " touch " + (out / "ran");
@@ -191,7 +203,8 @@ TEST_P(CliMatrixTest, EveryBadValueIsRefusedWithTheRightCodeNamingTheFlag) {
   EXPECT_GT(cases, 0);
 }
 
-const auto kPrograms = ::testing::Values("ctrain-mnist", "ctrain-birds", "ctrain-export", "ctrain-launch");
+const auto kPrograms =
+    ::testing::Values("ctrain-mnist", "ctrain-birds", "ctrain-export", "ctrain-launch", "ctrain-report");
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) { return info.param.substr(7); }
 
 INSTANTIATE_TEST_SUITE_P(EveryProgram, CliMatrixTest, kPrograms, program_name);

@@ -1,0 +1,44 @@
+// ctrain-report: writes DIR/report.html for a run directory (metrics.jsonl, model.pt) or a
+// sweep directory (sweep.jsonl, trials/NNN/metrics.jsonl). Wiring only: tracking/report.h
+// draws the page, engine/ reads the run's configuration from its checkpoint.
+//   ctrain-report RUN_DIR
+//   ctrain-report SWEEP_DIR [--metric validation_acc] [--goal maximize|minimize]
+#include <cstdio>
+#include <filesystem>
+
+#include "apps/common/cli.h"
+#include "apps/common/models.h"
+#include "tracking/report.h"
+
+namespace {
+
+int run(int argc, char** argv) {
+  std::string dir, metric = "validation_acc", goal = "maximize";
+  CLI::App app{"ctrain-report: an HTML page (report.html) for a run or a sweep directory"};
+  app.add_option("dir", dir, "a run directory (metrics.jsonl) or a sweep directory (sweep.jsonl)")->required();
+  app.add_option("--metric", metric, "sweeps: the metric charted and sorted by");
+  app.add_option("--goal", goal, "sweeps: maximize | minimize");
+  if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
+  if (goal != "maximize" && goal != "minimize") {
+    throw ctrain::ConfigError("--goal must be maximize or minimize, got '" + goal + "'");
+  }
+  if (metric.empty()) throw ctrain::ConfigError("--metric must not be empty");
+  namespace fs = std::filesystem;
+  std::string path;
+  if (fs::exists(fs::path(dir) / "sweep.jsonl")) {
+    path = ctrain::tracking::write_sweep_report(dir, metric, goal);
+  } else if (fs::exists(fs::path(dir) / "metrics.jsonl")) {
+    path = ctrain::tracking::write_run_report(dir, ctrain::apps::run_config(dir));
+  } else {
+    throw ctrain::Error(dir + " has neither metrics.jsonl (a run) nor sweep.jsonl (a sweep)",
+                        "point ctrain-report at a trainer's --output-dir or a sweep's directory");
+  }
+  std::printf("%s\n", path.c_str());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return ctrain::apps::guarded_main("ctrain-report", [&] { return run(argc, argv); });
+}
