@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "../support/fixtures.h"
 #include "apps/common/cli.h"
@@ -63,6 +64,25 @@ TEST(GuardedMainTest, LibTorchErrorsArePrintedWithoutTheirBacktrace) {
   EXPECT_EQ(err, "ctrain-x: error: Duplicate GPU detected : rank 1 and rank 0 both on CUDA device 0\n");
   EXPECT_EQ(ctrain::message_of(c10::Error("msg", "frame #0")), "msg");
   EXPECT_EQ(ctrain::message_of(std::runtime_error("plain")), "plain");
+}
+
+// A build without OpenCV (a GPU node without C++ OpenCV) still has ctrain-birds: it refuses to
+// read images with a reason, naming the file and the build option, and exits 1.
+TEST(NoDecoderBuildTest, BirdsRefusesImagesSayingWhy) {
+#ifdef CTRAIN_TESTS_HAVE_OPENCV
+  GTEST_SKIP() << "this build decodes images with OpenCV (birds_test covers it)";
+#endif
+  ctrain::testing::TempDir dir;
+  for (const char* f : {"train/chicken", "train/turkey", "val/chicken", "val/turkey"}) {
+    fs::create_directories(dir / f);
+    std::ofstream(dir / (std::string(f) + "/0.jpg")) << "\xff\xd8 not decoded";
+  }
+  const auto r = run_command(bin("ctrain-birds") + " --data-dir " + dir.path().string() +
+                             " --epochs 1 --image-size 32 --no-onnx --output-dir " + (dir / "o"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("0.jpg: this ctrain was built without an image decoder (OpenCV)"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("-DCTRAIN_WITH_OPENCV=ON"), std::string::npos) << r.output;
 }
 
 TEST_F(MnistCliTest, HelpExitsZero) {
