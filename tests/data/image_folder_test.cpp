@@ -219,6 +219,7 @@ TEST(ReducedDecodeTest, JpegSizeFromHeaderAndCloseToFullDecode) {
     t.mode = mode;
     t.size = 64;
     t.resize = 73;
+    // The first sample's pixels and how many images were decoded at a reduced scale.
     auto render_with = [&](bool reduced) {
       LoaderOptions o;
       o.batch_size = 1;
@@ -226,29 +227,17 @@ TEST(ReducedDecodeTest, JpegSizeFromHeaderAndCloseToFullDecode) {
       o.reduced_decode = reduced;
       ImageFolderSource src(idx, t, ShardSampler(1, 0, 1, 5, false), o);
       src.start_epoch(3);
-      return src.next()->input;
+      torch::Tensor input = src.next()->input;
+      return std::make_pair(input, src.reduced_decodes());
     };
-    torch::Tensor full, reduced;
-    {
-      LoaderOptions o;
-      o.batch_size = 1;
-      o.workers = 0;
-      o.reduced_decode = false;
-      ImageFolderSource src(idx, t, ShardSampler(1, 0, 1, 5, false), o);
-      src.start_epoch(3);
-      full = src.next()->input;
-      EXPECT_EQ(src.reduced_decodes(), 0);
-      o.reduced_decode = true;
-      ImageFolderSource rsrc(idx, t, ShardSampler(1, 0, 1, 5, false), o);
-      rsrc.start_epoch(3);
-      reduced = rsrc.next()->input;
-      // A 900x1200 photo into 64 pixels: a reduction above 1 must have been chosen and used
-      // (a silent fall-back to a full decode would give the full decode's exact pixels).
-      EXPECT_EQ(rsrc.reduced_decodes(), 1) << (mode == Augment::kTrain ? "train" : "eval");
-      EXPECT_FALSE(torch::equal(full, reduced)) << (mode == Augment::kTrain ? "train" : "eval");
-    }
-    EXPECT_TRUE(torch::equal(full, render_with(false)));
-    EXPECT_TRUE(torch::equal(reduced, render_with(true)));
+    const auto [full, full_count] = render_with(false);
+    const auto [reduced, reduced_count] = render_with(true);
+    const char* name = mode == Augment::kTrain ? "train" : "eval";
+    EXPECT_EQ(full_count, 0) << name;
+    // A 900x1200 photo into 64 pixels: a reduction above 1 must have been chosen and used
+    // (a silent fall-back to a full decode would give the full decode's exact pixels).
+    EXPECT_EQ(reduced_count, 1) << name;
+    EXPECT_FALSE(torch::equal(full, reduced)) << name;
     // Same crop geometry, slightly different resampling: close on average, not equal.
     const double mean_diff = (full - reduced).abs().mean().item<double>();
     EXPECT_LT(mean_diff, 0.1) << (mode == Augment::kTrain ? "train" : "eval");
