@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <sstream>
 
 #include "core/error.h"
@@ -62,7 +63,12 @@ struct DistributedDataParallel::State {
   std::vector<Bucket> buckets;
   size_t next_launch = 0;
   bool sync = true;
-  torch::Tensor buffer_flat;                // sync_buffers()' packed buffers, allocated once
+  // sync_buffers(): the module's buffers and their packing, taken once at construction (the
+  // handles stay valid when Module::to() moves them: it swaps their data in place), and the
+  // packed bytes, allocated once per device.
+  std::vector<torch::Tensor> buffers;
+  std::optional<Packing> buffer_packing;
+  torch::Tensor buffer_flat;
   std::mutex mu;  // CUDA backward runs hooks on the device thread
   // Gradient accumulators are held only weakly by their variables; keeping them alive
   // keeps the hooks registered on them.
@@ -178,6 +184,8 @@ DistributedDataParallel::DistributedDataParallel(std::shared_ptr<torch::nn::Modu
     b.flat = torch::zeros({numel + count}, state_->params[b.params.front()].options());
     b.flags_host = torch::zeros({count}, torch::kFloat32);
   }
+  state_->buffers = module->buffers();
+  state_->buffer_packing.emplace(state_->buffers);
   for (size_t k = 0; k < n; ++k) {
     auto acc = torch::autograd::impl::grad_accumulator(state_->params[k]);
     acc->add_post_hook(std::make_unique<GradReadyHook>(state_, k));
@@ -327,19 +335,16 @@ void DistributedDataParallel::check_replicas(const std::string& when) {
 
 void DistributedDataParallel::sync_buffers() {
   State& s = *state_;
-  // Fetched each time: Module::to() may have moved them since the last call.
-  std::vector<torch::Tensor> bufs = s.module->buffers();
-  if (bufs.empty()) return;
+  if (s.buffers.empty()) return;
   torch::NoGradGuard no_grad;
-  const Packing packing(bufs);
-  if (!s.buffer_flat.defined() || s.buffer_flat.numel() != packing.total ||
-      s.buffer_flat.device() != bufs.front().device()) {
-    s.buffer_flat = torch::empty({packing.total}, bufs.front().options().dtype(torch::kUInt8));
+  const Packing& packing = *s.buffer_packing;
+  if (!s.buffer_flat.defined() || s.buffer_flat.device() != s.buffers.front().device()) {
+    s.buffer_flat = torch::empty({packing.total}, s.buffers.front().options().dtype(torch::kUInt8));
   }
-  if (s.pg->rank() == 0) packing.pack(bufs, s.buffer_flat);
+  if (s.pg->rank() == 0) packing.pack(s.buffers, s.buffer_flat);
   std::vector<torch::Tensor> v{s.buffer_flat};
   s.pg->broadcast(v, 0, "broadcast of buffers from rank 0");
-  if (s.pg->rank() != 0) packing.unpack(s.buffer_flat, bufs);
+  if (s.pg->rank() != 0) packing.unpack(s.buffer_flat, s.buffers);
 }
 
 void DistributedDataParallel::prepare(bool sync) {
