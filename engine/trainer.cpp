@@ -21,9 +21,32 @@
 #include "distributed/ddp.h"
 #include "engine/checkpoint.h"
 #include "engine/step.h"
+#include "engine/stop.h"
 #include "tracking/events.h"
 
 namespace ctrain::engine {
+
+namespace {
+volatile std::sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int sig) { g_stop_signal = sig; }
+}  // namespace
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESETHAND;  // a second signal kills at once
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+}
+
+int stop_signal() { return g_stop_signal; }
+
+void throw_if_stopped(const std::string& where, const std::string& hint) {
+  if (g_stop_signal == 0) return;
+  throw Stopped(std::string("stopped by ") + (g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM") + " " + where, hint);
+}
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -326,6 +349,7 @@ EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device,
   torch::Tensor correct = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device));
   int64_t samples = 0;
   while (auto batch = data.next()) {
+    throw_if_stopped("during evaluation");
     const torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
     const torch::Tensor y = batch->target.to(device, /*non_blocking=*/true);
     const torch::Tensor logits = model.forward(x);
@@ -443,6 +467,11 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     const auto t_epoch = Clock::now();
 
     while (auto batch = train_data.next()) {
+      if (stop_signal() != 0) {
+        throw_if_stopped("in epoch " + std::to_string(epoch) + " at step " + std::to_string(step) + " of " +
+                             std::to_string(steps),
+                         "the last good checkpoint is in " + ckpt_dir + "; rerun with --resume to continue");
+      }
       // With --accumulate N, N micro-batches make one optimizer step; only the last of them
       // reduces gradients across ranks (the others are no_sync).
       const bool first = step % accumulate == 0;

@@ -11,6 +11,7 @@
 #include "core/torch_error.h"
 #include "distributed/launch.h"
 #include "engine/config.h"
+#include "engine/stop.h"
 
 namespace ctrain::apps {
 
@@ -69,15 +70,25 @@ inline int add_common_flags_and_parse(CLI::App& app, engine::TrainConfig& cfg,
 }
 
 // Runs `body`, mapping ctrain::ConfigError to exit code 2 (usage) and other errors to 1, each
-// as one clear line prefixed with the program's name.
+// as one clear line prefixed with the program's name. A run stopped by SIGTERM/SIGINT exits
+// 128 + signal, also when the stop surfaced as another error (a rank whose peer stopped first
+// sees its collective fail). Only trainers install the stop handlers (engine/stop.h).
 inline int guarded_main(const char* name, const std::function<int()>& body) {
   try {
     return body();
-  } catch (const ConfigError& e) {
-    std::cerr << name << ": error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {  // LibTorch's c10::Error without its C++ backtrace
-    std::cerr << name << ": error: " << message_of(e) << "\n";
+  } catch (const engine::Stopped& e) {
+    std::cerr << name << ": " << e.what() << "\n";
+    return 128 + engine::stop_signal();
+  } catch (const std::exception& e) {
+    if (engine::stop_signal() != 0) {
+      std::cerr << name << ": stopped by signal " << engine::stop_signal() << " (" << message_of(e) << ")\n";
+      return 128 + engine::stop_signal();
+    }
+    if (dynamic_cast<const ConfigError*>(&e) != nullptr) {
+      std::cerr << name << ": error: " << e.what() << "\n";
+      return 2;
+    }
+    std::cerr << name << ": error: " << message_of(e) << "\n";  // LibTorch's without its backtrace
     return 1;
   }
 }

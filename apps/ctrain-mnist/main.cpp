@@ -108,5 +108,6 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  ctrain::engine::install_stop_handlers();  // SIGTERM stops at the next step boundary
   return ctrain::apps::guarded_main("ctrain-mnist", [&] { return run(argc, argv); });
 }
