@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "apps/common/cli.h"
+#include "core/fs.h"
 #include "apps/common/models.h"
 #include "tracking/report.h"
 
@@ -16,14 +17,24 @@ int run(int argc, char** argv) {
   std::string dir, metric = "validation_acc", goal = "maximize";
   CLI::App app{"ctrain-report: an HTML page (report.html) for a run or a sweep directory"};
   app.add_option("dir", dir, "a run directory (metrics.jsonl) or a sweep directory (sweep.jsonl)")->required();
-  app.add_option("--metric", metric, "sweeps: the metric charted and sorted by");
-  app.add_option("--goal", goal, "sweeps: maximize | minimize");
+  auto* metric_opt = app.add_option("--metric", metric, "sweeps: the metric charted and sorted by (default: the sweep's)");
+  auto* goal_opt = app.add_option("--goal", goal, "sweeps: maximize | minimize (default: the sweep's)");
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
+  namespace fs = std::filesystem;
+  // A ctrain-sweep directory says what it optimised in config.json.
+  if (const fs::path cfg = fs::path(dir) / "config.json"; fs::exists(cfg)) {
+    try {
+      const auto j = nlohmann::json::parse(ctrain::read_file(cfg.string()));
+      if (metric_opt->count() == 0 && j.contains("metric")) metric = j["metric"].get<std::string>();
+      if (goal_opt->count() == 0 && j.contains("goal")) goal = j["goal"].get<std::string>();
+    } catch (const nlohmann::json::exception&) {
+      // not a sweep's config: the flags' defaults stand
+    }
+  }
   if (goal != "maximize" && goal != "minimize") {
     throw ctrain::ConfigError("--goal must be maximize or minimize, got '" + goal + "'");
   }
   if (metric.empty()) throw ctrain::ConfigError("--metric must not be empty");
-  namespace fs = std::filesystem;
   std::string path;
   if (fs::exists(fs::path(dir) / "sweep.jsonl")) {
     path = ctrain::tracking::write_sweep_report(dir, metric, goal);

@@ -1,0 +1,134 @@
+// ctrain-sweep: a hyperparameter search that runs a trainer once per trial and stops poor
+// trials early (HyperDrive's expressions and policies, plus TPE and ASHA). Wiring only: flags
+// (or a JSON file) -> tune::SweepConfig -> tune::run_sweep().
+//   ctrain-sweep --program build/bin/ctrain-mnist --output-dir sweep --metric validation_acc \
+//     --max-trials 8 --max-concurrent 2 --policy bandit --slack-factor 0.1 \
+//     --param learning-rate='loguniform(-6,-1)' --param batch-size='choice(32,64,128)' \
+//     -- --data-folder DATA --epochs 20
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+#include <iostream>
+
+#include <nlohmann/json.hpp>
+
+#include "apps/common/cli.h"
+#include "core/fs.h"
+#include "tune/sweep.h"
+
+namespace {
+
+// --config FILE as JSON: {"program": "...", "param": ["lr=uniform(0.01,0.1)"], "args": [...]}.
+// Keys are the long flag names without "--"; flags on the command line win. CLI11 reads
+// TOML/INI itself; this adapter gives it JSON, the format the rest of ctrain writes.
+class JsonConfig : public CLI::Config {
+ public:
+  std::string to_config(const CLI::App*, bool, bool, std::string) const override { return {}; }
+  std::vector<CLI::ConfigItem> from_config(std::istream& in) const override {
+    nlohmann::json j;
+    try {
+      in >> j;
+    } catch (const std::exception& e) {
+      throw CLI::ConversionError("--config: not valid JSON: " + std::string(e.what()));
+    }
+    if (!j.is_object()) throw CLI::ConversionError("--config: the JSON must be an object of flag names");
+    std::vector<CLI::ConfigItem> items;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      CLI::ConfigItem item;
+      item.name = it.key();
+      auto text = [](const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+      if (it->is_array()) {
+        for (const auto& v : *it) item.inputs.push_back(text(v));
+      } else if (it->is_object()) {  // "param": {"learning-rate": "loguniform(-6,-1)"}
+        for (auto p = it->begin(); p != it->end(); ++p) item.inputs.push_back(p.key() + "=" + text(p.value()));
+      } else {
+        item.inputs.push_back(text(*it));
+      }
+      items.push_back(item);
+    }
+    return items;
+  }
+};
+
+int run(int argc, char** argv) {
+  ctrain::tune::SweepConfig c;
+  bool resume = false;
+  CLI::App app{"ctrain-sweep: hyperparameter search over a ctrain trainer, with early termination"};
+  app.config_formatter(std::make_shared<JsonConfig>());
+  app.set_config("--config", "", "a JSON file with the same settings (keys: flag names without --)");
+  std::vector<CLI::Option*> settings;
+  auto opt = [&](CLI::Option* o) { settings.push_back(o); return o; };
+  opt(app.add_option("--program", c.program,
+                     "the trainer's command line (words split at spaces; may be a launcher line)"));
+  app.add_option("--output-dir,--output_dir", c.output_dir, "where the sweep's files and trials/NNN go")
+      ->capture_default_str();
+  opt(app.add_option("--metric,--primary-metric-name", c.metric, "the metrics.jsonl field to optimise")
+          ->capture_default_str());
+  opt(app.add_option("--goal,--primary-metric-goal", c.goal, "maximize | minimize")->capture_default_str());
+  opt(app.add_option("--max-trials,--max-total-runs", c.max_trials, "trials to run in all")->capture_default_str());
+  opt(app.add_option("--max-concurrent,--max-concurrent-runs", c.max_concurrent, "trials running at once")
+          ->capture_default_str());
+  opt(app.add_option("--sampler", c.sampler, "random | grid | tpe")->capture_default_str());
+  opt(app.add_option("--seed", c.seed, "the sampler's seed")->capture_default_str());
+  opt(app.add_option("--param", c.params,
+                     "NAME=EXPRESSION, e.g. learning-rate='loguniform(-6,-1)'; passed as --NAME VALUE")
+          ->allow_extra_args(false));
+  opt(app.add_option("--policy", c.policy.name, "none | bandit | median | truncation | asha")->capture_default_str());
+  opt(app.add_option("--slack-factor", c.policy.slack_factor, "bandit: allowed ratio to the best"));
+  opt(app.add_option("--slack-amount", c.policy.slack_amount, "bandit: allowed distance to the best"));
+  opt(app.add_option("--evaluation-interval", c.policy.evaluation_interval, "evaluate every N reported epochs")
+          ->capture_default_str());
+  opt(app.add_option("--delay-evaluation", c.policy.delay_evaluation, "first evaluation at interval >= N")
+          ->capture_default_str());
+  opt(app.add_option("--truncation-percentage", c.policy.truncation_percentage,
+                     "truncation: the lowest N% stop at each evaluation"));
+  opt(app.add_option("--grace-period", c.policy.grace_period, "asha: epochs of the first rung")->capture_default_str());
+  opt(app.add_option("--reduction-factor", c.policy.reduction_factor, "asha: eta")->capture_default_str());
+  opt(app.add_option("--max-epochs", c.policy.max_epochs, "asha: epochs of the last rung"));
+  opt(app.add_option("--stop-grace", c.stop_grace_s, "seconds between a trial's SIGTERM and SIGKILL")
+          ->capture_default_str());
+  app.add_flag("--resume", resume, "continue the sweep in --output-dir with its saved settings");
+  opt(app.add_option("args", c.args, "arguments after -- passed to every trial"));
+  if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
+  namespace fs = std::filesystem;
+  if (resume) {
+    for (const CLI::Option* o : settings) {
+      if (o->count() > 0) {
+        throw ctrain::ConfigError("--resume takes the settings from " + c.output_dir + "/config.json; drop " +
+                                  o->get_name());
+      }
+    }
+    const std::string path = (fs::path(c.output_dir) / "config.json").string();
+    if (!fs::exists(path)) {
+      throw ctrain::ConfigError("--resume: " + path + " does not exist", "is --output-dir a sweep's directory?");
+    }
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(ctrain::read_file(path));
+    } catch (const nlohmann::json::exception& e) {
+      throw ctrain::ConfigError("--resume: " + path + " is not valid JSON: " + e.what());
+    }
+    const std::string dir = c.output_dir;
+    c = ctrain::tune::SweepConfig::from_json(j);
+    c.output_dir = dir;
+  }
+  c.validate();
+  ctrain::tune::install_sweep_signal_handlers();
+  return ctrain::tune::run_sweep(c, resume, std::cout);
+}
+
+}  // namespace
+
+// Not apps::guarded_main: that one knows the trainers' stop signals, and the sweep links no
+// engine (it has its own handlers, tune::install_sweep_signal_handlers).
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const ctrain::ConfigError& e) {
+    std::cerr << "ctrain-sweep: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "ctrain-sweep: error: " << e.what() << "\n";
+    return 1;
+  }
+}

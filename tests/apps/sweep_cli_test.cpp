@@ -1,0 +1,271 @@
+// ctrain-sweep end to end: real trainer processes on real data, real signals, files on disk.
+// Also the trainers' side of the contract: SIGTERM stops a run at a step boundary with its
+// last checkpoint intact.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "../support/fixtures.h"
+
+namespace {
+
+using ctrain::testing::bin;
+using ctrain::testing::run_command;
+using ctrain::testing::TempDir;
+namespace fs = std::filesystem;
+
+// Fashion-MNIST as Debian's dataset-fashion-mnist installs it (make deps).
+std::string fashion() {
+  const char* env = std::getenv("CTRAIN_FASHION_MNIST");
+  return env ? env : "/usr/share/datasets/fashion-mnist";
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  }
+  return out;
+}
+
+size_t lines_in(const std::string& path) { return read_jsonl(path).size(); }
+
+// Starts `cmd` under sh with its output in `log`; returns the pid (exec'd, so signals reach it).
+pid_t spawn(const std::string& cmd, const std::string& log) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string line = "exec " + cmd + " > " + log + " 2>&1";
+    ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Polls `cond` every 50 ms for up to `seconds`; false when it never came true.
+template <class F>
+bool poll(F cond, double seconds = 180) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return false;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+class SweepTest : public ctrain::testing::SyntheticMnistSuite {
+ protected:
+  void SetUp() override {
+    if (!fs::exists(fs::path(fashion()) / "train-images-idx3-ubyte.gz") &&
+        !fs::exists(fs::path(fashion()) / "train-images-idx3-ubyte")) {
+      GTEST_SKIP() << "Fashion-MNIST not at " << fashion() << " (apt-get install dataset-fashion-mnist)";
+    }
+  }
+  std::string sweep(const std::string& dir, const std::string& settings, const std::string& trainer_args) const {
+    return bin("ctrain-sweep") + " --program " + bin("ctrain-mnist") + " --output-dir " + dir + " " + settings +
+           " -- --threads 1 --no-onnx " + trainer_args;
+  }
+};
+
+TEST_F(SweepTest, TrainerStopsOnSigtermKeepingItsLastCheckpoint) {
+  const std::string out = out_ / "run", log = out_ / "log";
+  const pid_t pid = spawn(bin("ctrain-mnist") + " --data-folder " + fashion() + " --threads 1 --no-onnx --epochs 40 " +
+                              "--output-dir " + out, log);
+  ASSERT_TRUE(poll([&] { return lines_in(out + "/metrics.jsonl") >= 1; })) << slurp(log);
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(wait_exit(pid), 128 + SIGTERM) << slurp(log);
+  const std::string text = slurp(log);
+  EXPECT_NE(text.find("stopped by SIGTERM in epoch"), std::string::npos) << text;
+  EXPECT_NE(text.find("rerun with --resume"), std::string::npos) << text;
+  EXPECT_LT(lines_in(out + "/metrics.jsonl"), 40u);
+  // The checkpoint it kept is whole: the run continues from it.
+  const auto r = run_command(bin("ctrain-mnist") + " --data-folder " + fashion() +
+                             " --threads 1 --no-onnx --resume --output-dir " + out + " --epochs " +
+                             std::to_string(lines_in(out + "/metrics.jsonl") + 1));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+}
+
+// Six trials, bandit: the trials with a poor learning rate are stopped, all outputs written.
+TEST_F(SweepTest, BanditSweepStopsPoorTrialsAndWritesItsOutputs) {
+  const std::string dir = out_ / "sweep";
+  const auto r = run_command(sweep(dir,
+                                   "--metric validation_acc --max-trials 6 --max-concurrent 2 --seed 1 "
+                                   "--policy bandit --slack-factor 0.1 --evaluation-interval 1 "
+                                   "--param learning-rate='loguniform(-6,-1)' --param batch-size='choice(64,128)'",
+                                   "--data-folder " + fashion() + " --epochs 3"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto trials = read_jsonl(dir + "/sweep.jsonl");
+  ASSERT_EQ(trials.size(), 6u) << r.output;
+  std::set<int64_t> ids;
+  int stopped = 0;
+  const nlohmann::json* best = nullptr;
+  for (const auto& t : trials) {
+    ids.insert(t["trial"].get<int64_t>());
+    for (const char* k : {"params", "status", "best_metric", "epochs_run", "seconds"}) ASSERT_TRUE(t.contains(k)) << t;
+    const std::string status = t["status"];
+    EXPECT_TRUE(status == "completed" || status == "early_terminated") << t;
+    if (status == "early_terminated") {
+      ++stopped;
+      EXPECT_NE(t["reason"].get<std::string>().find("bandit"), std::string::npos) << t;
+    } else {
+      EXPECT_EQ(t["epochs_run"], 3) << t;
+    }
+    // best_metric is the best validation_acc the trial's own metrics.jsonl holds.
+    double b = 0;
+    char name[8];
+    std::snprintf(name, sizeof(name), "%03d", t["trial"].get<int>());
+    for (const auto& m : read_jsonl(dir + "/trials/" + name + "/metrics.jsonl")) b = std::max(b, m["validation_acc"].get<double>());
+    EXPECT_DOUBLE_EQ(t["best_metric"].get<double>(), b) << t;
+    EXPECT_EQ(t["params"].size(), 2u);
+    if (best == nullptr || t["best_metric"] > (*best)["best_metric"]) best = &t;
+  }
+  EXPECT_EQ(ids, (std::set<int64_t>{0, 1, 2, 3, 4, 5}));
+  EXPECT_GE(stopped, 1) << r.output;
+  EXPECT_LT(stopped, 6) << r.output;
+  EXPECT_NE(r.output.find(" stopped at epoch "), std::string::npos) << r.output;
+  EXPECT_EQ(nlohmann::json::parse(slurp(dir + "/best.json")), *best);
+  EXPECT_TRUE(fs::exists(dir + "/report.html"));
+  EXPECT_NE(r.output.find("best: trial "), std::string::npos) << r.output;
+}
+
+// A sweep SIGKILLed mid-trial and resumed ends with the same trials, parameters and statuses
+// as one left alone (one trial at a time: no decision depends on timing).
+TEST_F(SweepTest, KilledSweepResumesToTheSameResult) {
+  const std::string settings =
+      "--max-trials 4 --max-concurrent 1 --seed 3 --sampler tpe --policy median "
+      "--param learning-rate='loguniform(-6,-1)' --param batch-size='choice(64,128)'";
+  const std::string args = "--data-folder " + fashion() + " --epochs 2";
+  const std::string a = out_ / "alone", b = out_ / "killed";
+  const auto ra = run_command(sweep(a, settings, args));
+  ASSERT_EQ(ra.exit_code, 0) << ra.output;
+
+  const pid_t pid = spawn(sweep(b, settings, args), out_ / "killed.log");
+  // Killed while trial 001 trains, after trial 000 finished.
+  ASSERT_TRUE(poll([&] { return lines_in(b + "/trials/001/metrics.jsonl") >= 1; })) << slurp(out_ / "killed.log");
+  ::kill(pid, SIGKILL);
+  EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
+  EXPECT_LT(lines_in(b + "/sweep.jsonl"), 4u);
+  // Without --resume the directory is refused; with it, the sweep goes on.
+  const auto again = run_command(sweep(b, settings, args));
+  EXPECT_EQ(again.exit_code, 2) << again.output;
+  EXPECT_NE(again.output.find("already holds a sweep"), std::string::npos) << again.output;
+  const auto rb = run_command(bin("ctrain-sweep") + " --resume --output-dir " + b);
+  ASSERT_EQ(rb.exit_code, 0) << rb.output;
+  EXPECT_NE(rb.output.find("continues from its checkpoint"), std::string::npos) << rb.output;
+
+  auto key = [](const nlohmann::json& t) {
+    return t["trial"].dump() + " " + t["params"].dump() + " " + t["status"].get<std::string>() + " " +
+           t["epochs_run"].dump();
+  };
+  std::set<std::string> ka, kb;
+  for (const auto& t : read_jsonl(a + "/sweep.jsonl")) ka.insert(key(t));
+  for (const auto& t : read_jsonl(b + "/sweep.jsonl")) kb.insert(key(t));
+  EXPECT_EQ(ka.size(), 4u);
+  EXPECT_EQ(ka, kb) << ra.output << "\n---\n" << rb.output;
+}
+
+// ASHA on the synthetic set: rungs of 1 and 2 epochs; the promoted trial resumes from its
+// checkpoint (so it trains 2 epochs in all, not 1 + 2).
+TEST_F(SweepTest, AshaPromotesByResumingFromTheCheckpoint) {
+  const std::string dir = out_ / "asha";
+  const auto r = run_command(bin("ctrain-sweep") + " --program " + bin("ctrain-mnist") + " --output-dir " + dir +
+                             " --max-trials 4 --max-concurrent 1 --policy asha --grace-period 1 --reduction-factor 2"
+                             " --max-epochs 2 --param learning-rate='loguniform(-6,-1)' -- --threads 1 --no-onnx "
+                             "--data-folder " + data_->path().string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto trials = read_jsonl(dir + "/sweep.jsonl");
+  ASSERT_EQ(trials.size(), 4u);
+  int completed = 0;
+  for (const auto& t : trials) {
+    char name[8];
+    std::snprintf(name, sizeof(name), "%03d", t["trial"].get<int>());
+    const std::string log = slurp(dir + "/trials/" + name + "/log.txt");
+    if (t["status"] == "completed") {
+      ++completed;
+      EXPECT_EQ(t["epochs_run"], 2) << t;
+      EXPECT_NE(log.find("resumed from"), std::string::npos) << log;
+    } else {
+      EXPECT_EQ(t["status"], "early_terminated") << t;
+      EXPECT_EQ(t["epochs_run"], 1) << t;
+      EXPECT_NE(t["reason"].get<std::string>().find("paused at rung 0"), std::string::npos) << t;
+    }
+  }
+  EXPECT_EQ(completed, 2) << r.output;  // top 1/2 of 4
+  EXPECT_NE(r.output.find("promoted"), std::string::npos) << r.output;
+}
+
+TEST_F(SweepTest, BadSettingsAreUsageErrorsNamingTheParameter) {
+  const std::string d = out_ / "bad", data = " --data-folder " + data_->path().string() + " --epochs 1";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--param lr='gaussian(0,1)'", "--param lr=gaussian(0,1): unknown expression"},
+      {"--param batch-size='choice()'", "--param batch-size=choice(): choice() needs at least one value"},
+      {"--param learning-rate='uniform(0.1,0.01)'", "lo must be below hi"},
+      {"--param learning-rate='uniform(0.01,0.1)' --policy bandit", "exactly one of --slack-factor"},
+      {"--param learning-rate='uniform(0.01,0.1)' --sampler grid", "--sampler grid needs choice() parameters"},
+      {"", "--param is required"},
+  };
+  for (const auto& [settings, why] : cases) {
+    const auto r = run_command(sweep(d, settings, data));
+    EXPECT_EQ(r.exit_code, 2) << settings << "\n" << r.output;
+    EXPECT_NE(r.output.find(why), std::string::npos) << settings << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(d)) << settings;
+  }
+  const auto missing = run_command(bin("ctrain-sweep") + " --program /no/such/trainer --output-dir " + d +
+                                   " --param lr='uniform(0,1)'");
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  EXPECT_NE(missing.output.find("--program /no/such/trainer: not found"), std::string::npos) << missing.output;
+  // A metric the program never writes: found after its first epoch, the sweep stops.
+  const auto metric = run_command(sweep(d, "--metric val_accuracy --param learning-rate='uniform(0.01,0.1)'", data));
+  EXPECT_EQ(metric.exit_code, 2) << metric.output;
+  EXPECT_NE(metric.output.find("--metric val_accuracy"), std::string::npos) << metric.output;
+  EXPECT_NE(metric.output.find("validation_acc"), std::string::npos) << metric.output;  // what it does write
+  // Fixed arguments that refuse to run: the first trial's usage error ends the sweep.
+  const auto usage = run_command(sweep(out_ / "usage", "--param learning-rate='uniform(0.01,0.1)'", data + " --bogus"));
+  EXPECT_EQ(usage.exit_code, 2) << usage.output;
+  EXPECT_NE(usage.output.find("exited 2 (usage)"), std::string::npos) << usage.output;
+}
+
+// --config holds the same settings as JSON; flags on the command line win.
+TEST_F(SweepTest, JsonConfigFileGivesTheSameSettings) {
+  const std::string cfg = out_ / "sweep.json", dir = out_ / "cfg";
+  std::ofstream(cfg) << nlohmann::json{{"program", bin("ctrain-mnist")},
+                                       {"max-trials", 3},
+                                       {"sampler", "grid"},
+                                       {"param", {{"learning-rate", "choice(0.01, 0.05, 0.1)"}}},
+                                       {"args", {"--threads", "1", "--no-onnx", "--epochs", "1", "--data-folder",
+                                                 data_->path().string()}}}
+                            .dump();
+  const auto r = run_command(bin("ctrain-sweep") + " --config " + cfg + " --output-dir " + dir + " --max-trials 2");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto trials = read_jsonl(dir + "/sweep.jsonl");
+  ASSERT_EQ(trials.size(), 2u);
+  std::set<double> lrs;
+  for (const auto& t : trials) lrs.insert(t["params"]["learning-rate"].get<double>());
+  EXPECT_EQ(lrs, (std::set<double>{0.01, 0.05}));  // the grid's first two points
+  const auto saved = nlohmann::json::parse(slurp(dir + "/config.json"));
+  EXPECT_EQ(saved["sampler"], "grid");
+  EXPECT_EQ(saved["max_trials"], 2);
+}
+
+}  // namespace

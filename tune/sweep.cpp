@@ -1,0 +1,749 @@
+#include "tune/sweep.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "tracking/report.h"
+#include "tune/sampler.h"
+
+namespace ctrain::tune {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+volatile sig_atomic_t g_sweep_signal = 0;
+void on_sweep_signal(int sig) { g_sweep_signal = sig; }
+
+std::vector<std::string> split_words(const std::string& s) {
+  std::vector<std::string> out;
+  std::istringstream in(s);
+  for (std::string w; in >> w;) out.push_back(w);
+  return out;
+}
+
+std::string trial_name(int64_t t) {
+  char b[16];
+  std::snprintf(b, sizeof(b), "%03lld", static_cast<long long>(t));
+  return b;
+}
+
+std::string fmt(double v) {
+  char b[32];
+  std::snprintf(b, sizeof(b), "%.4f", v);
+  return b;
+}
+
+// Whether `prog` names an executable (a path, or a name on PATH), as execvp will look for it.
+bool executable(const std::string& prog) {
+  if (prog.find('/') != std::string::npos) return ::access(prog.c_str(), X_OK) == 0;
+  const char* path = std::getenv("PATH");
+  std::istringstream dirs(path ? path : "");
+  for (std::string d; std::getline(dirs, d, ':');) {
+    if (::access((fs::path(d.empty() ? "." : d) / prog).c_str(), X_OK) == 0) return true;
+  }
+  return false;
+}
+
+// One trial as the scheduler tracks it.
+struct Trial {
+  int64_t id = 0;
+  nlohmann::json params;
+  int64_t rung = 0;             // ASHA: the rung being trained (0 otherwise)
+  int64_t epochs = -1;          // --epochs passed (ASHA), -1: the program's own
+  std::map<int64_t, double> by_epoch;  // metric per epoch (a re-run epoch overwrites)
+  std::streamoff read_offset = 0;
+  pid_t pid = -1;               // running when > 0
+  Clock::time_point started{};
+  double seconds = 0;           // wall time over all its runs
+  bool stopping = false;        // SIGTERM sent by the policy
+  Clock::time_point stop_sent{};
+  bool killed = false;
+  std::string stop_reason;
+  int64_t evaluated = 0;        // intervals the policy has looked at
+  bool finished = false;
+  bool paused = false;          // ASHA: finished a rung, waiting for promotion
+
+  std::vector<double> stream() const {
+    std::vector<double> v;
+    for (const auto& [e, m] : by_epoch) v.push_back(m);
+    return v;
+  }
+};
+
+class Sweep {
+ public:
+  Sweep(const SweepConfig& cfg, std::ostream& out)
+      : c_(cfg), out_(out), maximize_(cfg.goal == "maximize"), policy_(cfg.policy, maximize_),
+        asha_(cfg.policy.name == "asha" ? std::optional<Asha>(Asha(cfg.policy, maximize_)) : std::nullopt),
+        dir_(cfg.output_dir), t0_(Clock::now()) {
+    for (const auto& p : c_.params) space_.push_back(parse_param(p));
+    sampler_ = make_sampler(c_.sampler, space_, static_cast<uint64_t>(c_.seed));
+    max_trials_ = c_.max_trials;
+    if (sampler_->capacity() >= 0 && sampler_->capacity() < max_trials_) {
+      out_ << "ctrain-sweep: the grid has " << sampler_->capacity() << " points; running " << sampler_->capacity()
+           << " trials, not " << max_trials_ << "\n";
+      max_trials_ = sampler_->capacity();
+    }
+  }
+
+  int run(bool resume) {
+    fs::create_directories(dir_ / "trials");
+    lock_sweep_dir();
+    if (resume) {
+      restore();
+    } else {
+      if (fs::exists(dir_ / "journal.jsonl") || fs::exists(dir_ / "sweep.jsonl")) {
+        throw ConfigError("--output-dir " + dir_.string() + " already holds a sweep",
+                          "continue it with --resume, or choose another --output-dir");
+      }
+      write_file_atomic((dir_ / "config.json").string(), c_.to_json().dump(2) + "\n");
+    }
+    journal_.open(dir_ / "journal.jsonl", std::ios::app);
+    if (!journal_) throw Error("cannot open " + (dir_ / "journal.jsonl").string() + " for appending");
+    out_ << "ctrain-sweep: " << max_trials_ << " trials of " << c_.program << ", " << c_.max_concurrent
+         << " at a time, sampler " << c_.sampler << ", policy " << c_.policy.name << ", " << c_.goal << " "
+         << c_.metric << " -> " << dir_.string() << "\n"
+         << std::flush;
+    const int code = loop();
+    if (code != 0) return code;
+    finish_outputs();
+    return 0;
+  }
+
+ private:
+  // ---- state on disk -----------------------------------------------------------------------
+  void lock_sweep_dir() {
+    const std::string path = (dir_ / ".lock").string();
+    lock_fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
+    if (lock_fd_ < 0) throw Error("cannot create " + path + ": " + std::strerror(errno));
+    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+      throw Error("another ctrain-sweep is running in " + dir_.string(), "wait for it, or stop it first");
+    }
+  }
+
+  void journal(const nlohmann::json& j) {
+    journal_ << j.dump() << std::endl;
+    if (!journal_) throw Error("cannot append to " + (dir_ / "journal.jsonl").string() + ": " + std::strerror(errno));
+  }
+
+  // Rebuilds the scheduler's state from journal.jsonl, sweep.jsonl and the trials' metrics.
+  void restore() {
+    if (!fs::exists(dir_ / "journal.jsonl")) {
+      throw Error("--resume: " + dir_.string() + " holds no sweep (no journal.jsonl)",
+                  "start it without --resume");
+    }
+    std::ifstream j(dir_ / "journal.jsonl");
+    for (std::string line; std::getline(j, line);) {
+      if (line.empty()) continue;
+      nlohmann::json e;
+      try {
+        e = nlohmann::json::parse(line);
+      } catch (const std::exception&) {
+        continue;  // a torn last line from a killed sweep: that event did not happen
+      }
+      const int64_t id = e.at("trial").get<int64_t>();
+      const std::string ev = e.at("event").get<std::string>();
+      Trial& t = trials_[id];
+      t.id = id;
+      if (ev == "start") {
+        t.params = e.at("params");
+        t.rung = e.value("rung", int64_t{0});
+        t.epochs = e.value("epochs", int64_t{-1});
+        t.paused = false;
+        if (asha_ && t.rung > 0) asha_->mark_promoted(id, t.rung);
+        next_index_ = std::max(next_index_, id + 1);
+      } else if (ev == "rung" && asha_) {
+        asha_->report(id, e.at("rung").get<int64_t>(), e.at("value").get<double>());
+        t.paused = true;
+      } else if (ev == "seconds") {
+        t.seconds = e.at("seconds").get<double>();
+      }
+    }
+    std::ifstream s(dir_ / "sweep.jsonl");
+    for (std::string line; std::getline(s, line);) {
+      if (line.empty()) continue;
+      nlohmann::json r;
+      try {
+        r = nlohmann::json::parse(line);
+      } catch (const std::exception&) {
+        continue;
+      }
+      const int64_t id = r.at("trial").get<int64_t>();
+      trials_[id].finished = true;
+      trials_[id].seconds = r.value("seconds", 0.0);
+      finished_order_.push_back(id);
+      records_[id] = r;
+    }
+    for (auto& [id, t] : trials_) {
+      read_metrics(t);
+      if (!t.finished && !t.paused) pending_restart_.push_back(id);
+    }
+    int64_t done = static_cast<int64_t>(finished_order_.size());
+    out_ << "ctrain-sweep: resuming " << dir_.string() << ": " << done << " finished, " << pending_restart_.size()
+         << " to continue from their checkpoints, " << (max_trials_ - next_index_) << " still to start\n";
+  }
+
+  // ---- trials ------------------------------------------------------------------------------
+  fs::path trial_dir(int64_t id) const { return dir_ / "trials" / trial_name(id); }
+
+  std::vector<std::string> command(const Trial& t, bool resume) const {
+    std::vector<std::string> argv = split_words(c_.program);
+    argv.insert(argv.end(), c_.args.begin(), c_.args.end());
+    for (const Param& p : space_) {
+      argv.push_back("--" + p.name);
+      argv.push_back(format_value(t.params.at(p.name)));
+    }
+    argv.push_back("--output-dir");
+    argv.push_back(trial_dir(t.id).string());
+    if (t.epochs > 0) {
+      argv.push_back("--epochs");
+      argv.push_back(std::to_string(t.epochs));
+    }
+    if (resume) argv.push_back("--resume");
+    return argv;
+  }
+
+  // Starts the trial's process in its own process group, output to trials/NNN/log.txt. The
+  // child holds an flock on trials/NNN/.lock (inherited across exec), so a resumed sweep waits
+  // until no process of an earlier run still writes there; it dies with the sweep
+  // (PR_SET_PDEATHSIG), which a launcher forwards to its ranks.
+  void spawn(Trial& t, bool resume) {
+    const fs::path d = trial_dir(t.id);
+    fs::create_directories(d);
+    const std::string lock_path = (d / ".lock").string();
+    const int lock_fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR, 0644);  // no CLOEXEC: kept across exec
+    if (lock_fd < 0) throw Error("cannot create " + lock_path + ": " + std::strerror(errno));
+    const auto deadline = Clock::now() + std::chrono::duration<double>(c_.stop_grace_s + 5);
+    while (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      if (Clock::now() > deadline) {
+        ::close(lock_fd);
+        throw Error("trial " + trial_name(t.id) + " is still running from an earlier sweep (" + lock_path + " is locked)",
+                    "stop that process, then --resume again");
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    const std::string log_path = (d / "log.txt").string();
+    const int log_fd = ::open(log_path.c_str(), O_CREAT | O_WRONLY | O_APPEND | O_CLOEXEC, 0644);
+    if (log_fd < 0) {
+      ::close(lock_fd);
+      throw Error("cannot open " + log_path + ": " + std::strerror(errno));
+    }
+    const std::vector<std::string> argv = command(t, resume);
+    std::string line;
+    for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
+    line = "$ " + line + "\n";
+    (void)!::write(log_fd, line.data(), line.size());
+    std::vector<char*> cargv;
+    for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
+    cargv.push_back(nullptr);
+
+    const pid_t parent = ::getpid();
+    const pid_t pid = ::fork();
+    if (pid < 0) throw Error(std::string("fork failed: ") + std::strerror(errno));
+    if (pid == 0) {
+      ::setpgid(0, 0);
+      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (::getppid() != parent) ::_exit(1);
+      ::signal(SIGINT, SIG_DFL);
+      ::signal(SIGTERM, SIG_DFL);
+      ::dup2(log_fd, STDOUT_FILENO);
+      ::dup2(log_fd, STDERR_FILENO);
+      ::execvp(cargv[0], cargv.data());
+      const std::string err = std::string("ctrain-sweep: cannot run ") + cargv[0] + ": " + std::strerror(errno) + "\n";
+      (void)!::write(STDERR_FILENO, err.data(), err.size());
+      ::_exit(127);
+    }
+    ::setpgid(pid, pid);  // also here, so a signal sent right away reaches the group
+    ::close(lock_fd);
+    ::close(log_fd);
+    t.pid = pid;
+    t.started = Clock::now();
+    t.stopping = t.killed = false;
+    t.paused = false;
+    ++running_;
+  }
+
+  void start_new() {
+    const int64_t id = next_index_++;
+    Trial& t = trials_[id];
+    t.id = id;
+    t.params = sampler_->propose(id, observations());
+    if (asha_) {
+      t.rung = 0;
+      t.epochs = asha_->budget(0);
+    }
+    journal({{"event", "start"}, {"trial", id}, {"params", t.params}, {"rung", t.rung}, {"epochs", t.epochs}});
+    out_ << "trial " << trial_name(id) << " started: " << t.params.dump()
+         << (t.epochs > 0 ? " (" + std::to_string(t.epochs) + " epochs)" : "") << "\n" << std::flush;
+    spawn(t, false);
+  }
+
+  // What the sampler learns from: trials not running that reported the metric, in trial order
+  // (so the history does not depend on which finished first), loss = -metric when maximising.
+  std::vector<Observation> observations() const {
+    std::vector<Observation> obs;
+    for (const auto& [id, t] : trials_) {
+      if (t.pid > 0 || t.by_epoch.empty() || !(t.finished || t.paused)) continue;
+      const double b = best(t);
+      obs.push_back({t.params, maximize_ ? -b : b});
+    }
+    return obs;
+  }
+
+  double best(const Trial& t) const {
+    double b = t.by_epoch.begin()->second;
+    for (const auto& [e, v] : t.by_epoch) b = maximize_ ? std::max(b, v) : std::min(b, v);
+    return b;
+  }
+
+  // Reads the complete lines appended to the trial's metrics.jsonl since the last read.
+  void read_metrics(Trial& t) {
+    const fs::path p = trial_dir(t.id) / "metrics.jsonl";
+    std::ifstream in(p, std::ios::binary);
+    if (!in) return;
+    in.seekg(t.read_offset);
+    std::string chunk((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t start = 0;
+    for (size_t nl; (nl = chunk.find('\n', start)) != std::string::npos; start = nl + 1) {
+      const std::string line = chunk.substr(start, nl - start);
+      if (line.empty()) continue;
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(line);
+      } catch (const std::exception&) {
+        continue;
+      }
+      if (!j.contains(c_.metric) || !j[c_.metric].is_number()) {
+        std::string names;
+        for (auto it = j.begin(); it != j.end(); ++it) names += (names.empty() ? "" : ", ") + it.key();
+        fatal_ = "--metric " + c_.metric + ": trial " + trial_name(t.id) + "'s " + p.string() +
+                 " has no such number; it writes: " + names;
+        return;
+      }
+      const int64_t epoch = j.value("epoch", static_cast<int64_t>(t.by_epoch.size()));
+      t.by_epoch[epoch] = j[c_.metric].get<double>();
+    }
+    t.read_offset += static_cast<std::streamoff>(start);
+  }
+
+  void apply_policy(Trial& t) {
+    if (t.stopping || c_.policy.name == "none" || asha_) return;
+    const std::vector<double> mine = t.stream();
+    Streams streams;
+    for (const auto& [id, o] : trials_) {
+      if (id != t.id && !o.by_epoch.empty()) streams[id] = o.stream();
+    }
+    for (int64_t n = t.evaluated + 1; n <= static_cast<int64_t>(mine.size()); ++n) {
+      t.evaluated = n;
+      if (!policy_.due(n)) continue;
+      streams[t.id] = std::vector<double>(mine.begin(), mine.begin() + n);
+      const Decision d = policy_.decide(t.id, streams);
+      if (!d.stop) continue;
+      t.stop_reason = c_.policy.name + " at interval " + std::to_string(n) + ": " + d.reason;
+      out_ << "trial " << trial_name(t.id) << " stopped at epoch " << (t.by_epoch.rbegin()->first)
+           << ": " << d.reason << "\n" << std::flush;
+      stop(t);
+      return;
+    }
+  }
+
+  void stop(Trial& t) {
+    if (t.pid <= 0 || t.stopping) return;
+    t.stopping = true;
+    t.stop_sent = Clock::now();
+    ::kill(-t.pid, SIGTERM);
+  }
+
+  // A trial's process ended with `status` (waitpid's).
+  void on_exit(Trial& t, int status) {
+    t.pid = -1;
+    --running_;
+    t.seconds += std::chrono::duration<double>(Clock::now() - t.started).count();
+    journal({{"event", "seconds"}, {"trial", t.id}, {"seconds", t.seconds}});
+    read_metrics(t);
+    if (interrupted_) return;  // the sweep itself is stopping: --resume continues this trial
+    const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (t.stopping) {
+      record(t, "early_terminated", t.stop_reason, code);
+      return;
+    }
+    if (code == 0 && asha_ && t.rung + 1 < asha_->rungs()) {
+      if (t.by_epoch.empty()) {
+        record(t, "failed", "exit code 0 but no " + c_.metric + " in its metrics.jsonl", code);
+        return;
+      }
+      // Its value at the rung: the metric of the last epoch it trained.
+      const double v = t.by_epoch.rbegin()->second;
+      asha_->report(t.id, t.rung, v);
+      t.paused = true;
+      journal({{"event", "rung"}, {"trial", t.id}, {"rung", t.rung}, {"value", v}});
+      out_ << "trial " << trial_name(t.id) << " paused at rung " << t.rung << " (" << t.epochs << " epochs): "
+           << c_.metric << " " << fmt(v) << "\n" << std::flush;
+      return;
+    }
+    if (code == 0) {
+      if (t.by_epoch.empty()) {
+        fatal_ = "--metric " + c_.metric + ": trial " + trial_name(t.id) + " finished without writing " +
+                 (trial_dir(t.id) / "metrics.jsonl").string();
+        return;
+      }
+      record(t, "completed", "", code);
+      return;
+    }
+    const std::string last = last_line(trial_dir(t.id) / "log.txt");
+    if (code == 2 && finished_order_.empty()) {
+      // The first trial to end refused its arguments. Unless it names a sampled flag (a value
+      // this trial drew, such as a negative learning rate), every trial would: stop here.
+      bool sampled = false;
+      for (const Param& p : space_) sampled = sampled || last.find("--" + p.name) != std::string::npos;
+      if (!sampled) fatal_ = "trial " + trial_name(t.id) + " exited 2 (usage): " + last;
+    }
+    record(t, "failed", "exit code " + std::to_string(code) + ": " + last, code);
+  }
+
+  static std::string last_line(const fs::path& p) {
+    std::ifstream in(p);
+    std::string line, last;
+    while (std::getline(in, line)) {
+      if (!line.empty()) last = line;
+    }
+    return last;
+  }
+
+  void record(Trial& t, const std::string& status, const std::string& reason, int code) {
+    t.finished = true;
+    t.paused = false;
+    nlohmann::json r = {{"trial", t.id},
+                        {"params", t.params},
+                        {"status", status},
+                        {"best_metric", t.by_epoch.empty() ? nlohmann::json(nullptr) : nlohmann::json(best(t))},
+                        {"epochs_run", static_cast<int64_t>(t.by_epoch.size())},
+                        {"seconds", std::round(t.seconds * 1000) / 1000},
+                        {"exit_code", code}};
+    if (!reason.empty()) r["reason"] = reason;
+    records_[t.id] = r;
+    finished_order_.push_back(t.id);
+    std::ofstream s(dir_ / "sweep.jsonl", std::ios::app);
+    s << r.dump() << std::endl;
+    if (!s) throw Error("cannot append to " + (dir_ / "sweep.jsonl").string() + ": " + std::strerror(errno));
+    write_best();
+    if (status != "early_terminated") {
+      out_ << "trial " << trial_name(t.id) << " " << status
+           << (t.by_epoch.empty() ? "" : ": best " + c_.metric + " " + fmt(best(t))) << " after "
+           << t.by_epoch.size() << " epochs" << (reason.empty() ? "" : " (" + reason + ")") << "\n";
+    }
+    progress(true);
+  }
+
+  std::optional<int64_t> best_trial() const {
+    std::optional<int64_t> b;
+    for (const auto& [id, r] : records_) {
+      if (!r["best_metric"].is_number()) continue;
+      const double v = r["best_metric"].get<double>();
+      if (!b || (maximize_ ? v > records_.at(*b)["best_metric"].get<double>()
+                           : v < records_.at(*b)["best_metric"].get<double>())) {
+        b = id;
+      }
+    }
+    return b;
+  }
+
+  void write_best() {
+    if (const auto b = best_trial()) write_file_atomic((dir_ / "best.json").string(), records_.at(*b).dump(2) + "\n");
+  }
+
+  void progress(bool force) {
+    const auto now = Clock::now();
+    if (!force && now - last_progress_ < std::chrono::seconds(10)) return;
+    last_progress_ = now;
+    int64_t stopped = 0, failed = 0;
+    for (const auto& [id, r] : records_) {
+      stopped += r["status"] == "early_terminated";
+      failed += r["status"] == "failed";
+    }
+    std::ostringstream line;
+    line << "[sweep " << std::fixed << std::setprecision(0)
+         << std::chrono::duration<double>(now - t0_).count() << "s] " << records_.size() << "/" << max_trials_
+         << " finished (" << stopped << " stopped early, " << failed << " failed), " << running_ << " running";
+    for (const auto& [id, t] : trials_) {
+      if (t.pid > 0 && !t.by_epoch.empty()) {
+        line << "; trial " << trial_name(id) << " epoch " << t.by_epoch.rbegin()->first << " " << fmt(t.by_epoch.rbegin()->second);
+      }
+    }
+    if (const auto b = best_trial()) {
+      line << "; best " << c_.metric << " " << fmt(records_.at(*b)["best_metric"].get<double>()) << " (trial "
+           << trial_name(*b) << ")";
+    }
+    out_ << line.str() << "\n" << std::flush;
+  }
+
+  // ---- the loop ----------------------------------------------------------------------------
+  int loop() {
+    for (;;) {
+      // Reap every trial that ended.
+      for (;;) {
+        int status = 0;
+        const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+        if (pid <= 0) break;
+        for (auto& [id, t] : trials_) {
+          if (t.pid == pid) on_exit(t, status);
+        }
+      }
+      for (auto& [id, t] : trials_) {
+        if (t.pid <= 0) continue;
+        read_metrics(t);
+        if (!fatal_.empty()) break;
+        apply_policy(t);
+        if (t.stopping && !t.killed && Clock::now() - t.stop_sent > std::chrono::duration<double>(c_.stop_grace_s)) {
+          out_ << "trial " << trial_name(id) << " did not stop within " << c_.stop_grace_s << " s: SIGKILL\n";
+          ::kill(-t.pid, SIGKILL);
+          t.killed = true;
+        }
+      }
+      if (!fatal_.empty() || g_sweep_signal != 0) return shut_down();
+      // Fill free slots: restarts of interrupted trials first, then ASHA promotions, then new trials.
+      while (running_ < c_.max_concurrent) {
+        if (!pending_restart_.empty()) {
+          Trial& t = trials_.at(pending_restart_.front());
+          pending_restart_.erase(pending_restart_.begin());
+          out_ << "trial " << trial_name(t.id) << " continues from its checkpoint\n";
+          journal({{"event", "start"}, {"trial", t.id}, {"params", t.params}, {"rung", t.rung}, {"epochs", t.epochs}});
+          spawn(t, true);
+          continue;
+        }
+        if (asha_) {
+          if (auto p = asha_->promote()) {
+            Trial& t = trials_.at(p->trial);
+            t.rung = p->rung;
+            t.epochs = asha_->budget(p->rung);
+            journal({{"event", "start"}, {"trial", t.id}, {"params", t.params}, {"rung", t.rung}, {"epochs", t.epochs}});
+            out_ << "trial " << trial_name(t.id) << " promoted: " << p->reason << "\n" << std::flush;
+            spawn(t, true);
+            continue;
+          }
+        }
+        if (next_index_ < max_trials_) {
+          start_new();
+          continue;
+        }
+        break;
+      }
+      if (running_ == 0) break;
+      progress(false);
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    // ASHA: trials left at a lower rung were stopped early by the schedule.
+    if (asha_) {
+      for (int64_t id : asha_->paused()) {
+        Trial& t = trials_.at(id);
+        if (!t.finished) record(t, "early_terminated", asha_->paused_reason(id), 0);
+      }
+    }
+    return 0;
+  }
+
+  // Stops every running trial (SIGTERM, SIGKILL after the grace) and returns the exit code.
+  int shut_down() {
+    interrupted_ = true;
+    for (auto& [id, t] : trials_) {
+      if (t.pid > 0) ::kill(-t.pid, SIGTERM);
+    }
+    const auto t_stop = Clock::now();
+    bool killed = false;
+    while (running_ > 0) {
+      int status = 0;
+      const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid > 0) {
+        for (auto& [id, t] : trials_) {
+          if (t.pid == pid) on_exit(t, status);
+        }
+        continue;
+      }
+      if (!killed && Clock::now() - t_stop > std::chrono::duration<double>(c_.stop_grace_s)) {
+        for (auto& [id, t] : trials_) {
+          if (t.pid > 0) ::kill(-t.pid, SIGKILL);
+        }
+        killed = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (!fatal_.empty()) {
+      out_ << std::flush;
+      throw ConfigError(fatal_, "the trials' logs are in " + (dir_ / "trials").string() + "/NNN/log.txt");
+    }
+    out_ << "ctrain-sweep: stopped by signal " << g_sweep_signal << "; continue with --resume --output-dir "
+         << dir_.string() << "\n";
+    return 128 + g_sweep_signal;
+  }
+
+  void finish_outputs() {
+    // The table, best first.
+    std::vector<int64_t> ids = finished_order_;
+    std::stable_sort(ids.begin(), ids.end(), [&](int64_t a, int64_t b) {
+      const auto& x = records_.at(a)["best_metric"];
+      const auto& y = records_.at(b)["best_metric"];
+      if (x.is_number() != y.is_number()) return x.is_number();
+      if (!x.is_number()) return a < b;
+      return maximize_ ? x.get<double>() > y.get<double>() : x.get<double>() < y.get<double>();
+    });
+    out_ << "\n trial  status            " << std::setw(14) << c_.metric << "  epochs  seconds  params\n";
+    for (int64_t id : ids) {
+      const auto& r = records_.at(id);
+      out_ << "   " << trial_name(id) << "  " << std::left << std::setw(16) << r["status"].get<std::string>()
+           << std::right << "  " << std::setw(14)
+           << (r["best_metric"].is_number() ? fmt(r["best_metric"].get<double>()) : std::string("-")) << "  "
+           << std::setw(6) << r["epochs_run"].get<int64_t>() << "  " << std::setw(7) << std::fixed
+           << std::setprecision(1) << r["seconds"].get<double>() << "  " << r["params"].dump() << "\n";
+    }
+    if (const auto b = best_trial()) {
+      out_ << "best: trial " << trial_name(*b) << " " << c_.metric << " "
+           << fmt(records_.at(*b)["best_metric"].get<double>()) << " " << records_.at(*b)["params"].dump()
+           << " (" << (dir_ / "best.json").string() << ")\n";
+    }
+    try {
+      out_ << "report: " << tracking::write_sweep_report(dir_.string(), c_.metric, c_.goal) << "\n";
+    } catch (const std::exception& e) {
+      out_ << "ctrain-sweep: warning: no report.html: " << e.what() << "\n";
+    }
+    out_ << std::flush;
+  }
+
+  SweepConfig c_;
+  std::ostream& out_;
+  bool maximize_;
+  StopPolicy policy_;
+  std::optional<Asha> asha_;
+  fs::path dir_;
+  Space space_;
+  std::unique_ptr<Sampler> sampler_;
+  int64_t max_trials_ = 0;
+  std::map<int64_t, Trial> trials_;
+  std::map<int64_t, nlohmann::json> records_;
+  std::vector<int64_t> finished_order_;
+  std::vector<int64_t> pending_restart_;
+  int64_t next_index_ = 0;
+  int64_t running_ = 0;
+  std::ofstream journal_;
+  int lock_fd_ = -1;
+  std::string fatal_;
+  bool interrupted_ = false;
+  Clock::time_point t0_, last_progress_{};
+};
+
+}  // namespace
+
+void SweepConfig::validate() const {
+  const auto words = split_words(program);
+  if (words.empty()) throw ConfigError("--program is required: the trainer to run per trial (build/bin/ctrain-mnist)");
+  if (!executable(words[0])) {
+    throw ConfigError("--program " + words[0] + ": not found or not executable", "give a path such as build/bin/ctrain-mnist");
+  }
+  if (goal != "maximize" && goal != "minimize") throw ConfigError("--goal must be maximize or minimize, got '" + goal + "'");
+  if (metric.empty()) throw ConfigError("--metric must not be empty");
+  if (max_trials < 1) throw ConfigError("--max-trials must be at least 1");
+  if (max_concurrent < 1) throw ConfigError("--max-concurrent must be at least 1");
+  if (!(stop_grace_s > 0) || !std::isfinite(stop_grace_s)) throw ConfigError("--stop-grace must be a positive number of seconds");
+  if (output_dir.empty()) throw ConfigError("--output-dir must not be empty");
+  if (params.empty()) throw ConfigError("--param is required: at least one NAME=EXPRESSION to search");
+  Space space;
+  std::set<std::string> names;
+  for (const auto& p : params) {
+    space.push_back(parse_param(p));
+    if (!names.insert(space.back().name).second) throw ConfigError("--param " + space.back().name + " is given twice");
+  }
+  make_sampler(sampler, space, static_cast<uint64_t>(seed));  // an unknown sampler, a grid over non-choices
+  policy.validate();
+  // Flags the sweep sets itself must not come from the fixed arguments too.
+  for (const auto& a : args) {
+    std::string flag = a.substr(0, a.find('='));
+    if (flag == "--output-dir" || flag == "--output_dir") {
+      throw ConfigError("the arguments after -- set " + flag + ": the sweep gives each trial its own (SWEEP_DIR/trials/NNN)");
+    }
+    if (policy.name == "asha" && (flag == "--epochs" || flag == "--num-epochs" || flag == "--num_epochs")) {
+      throw ConfigError("the arguments after -- set " + flag + ": with --policy asha the sweep sets --epochs per rung",
+                        "use --max-epochs for the last rung's epochs");
+    }
+    for (const auto& n : names) {
+      if (flag == "--" + n) throw ConfigError("the arguments after -- set " + flag + ", which --param " + n + " samples");
+    }
+  }
+}
+
+nlohmann::json SweepConfig::to_json() const {
+  return {{"program", program}, {"args", args}, {"metric", metric}, {"goal", goal},
+          {"max_trials", max_trials}, {"max_concurrent", max_concurrent}, {"sampler", sampler},
+          {"seed", seed}, {"params", params}, {"stop_grace", stop_grace_s},
+          {"policy", {{"name", policy.name}, {"slack_factor", policy.slack_factor},
+                      {"slack_amount", policy.slack_amount}, {"evaluation_interval", policy.evaluation_interval},
+                      {"delay_evaluation", policy.delay_evaluation},
+                      {"truncation_percentage", policy.truncation_percentage},
+                      {"grace_period", policy.grace_period}, {"reduction_factor", policy.reduction_factor},
+                      {"max_epochs", policy.max_epochs}}}};
+}
+
+SweepConfig SweepConfig::from_json(const nlohmann::json& j) {
+  try {
+    SweepConfig c;
+    c.program = j.at("program").get<std::string>();
+    c.args = j.at("args").get<std::vector<std::string>>();
+    c.metric = j.at("metric").get<std::string>();
+    c.goal = j.at("goal").get<std::string>();
+    c.max_trials = j.at("max_trials").get<int64_t>();
+    c.max_concurrent = j.at("max_concurrent").get<int64_t>();
+    c.sampler = j.at("sampler").get<std::string>();
+    c.seed = j.at("seed").get<int64_t>();
+    c.params = j.at("params").get<std::vector<std::string>>();
+    c.stop_grace_s = j.at("stop_grace").get<double>();
+    const auto& p = j.at("policy");
+    c.policy.name = p.at("name").get<std::string>();
+    c.policy.slack_factor = p.at("slack_factor").get<double>();
+    c.policy.slack_amount = p.at("slack_amount").get<double>();
+    c.policy.evaluation_interval = p.at("evaluation_interval").get<int64_t>();
+    c.policy.delay_evaluation = p.at("delay_evaluation").get<int64_t>();
+    c.policy.truncation_percentage = p.at("truncation_percentage").get<double>();
+    c.policy.grace_period = p.at("grace_period").get<int64_t>();
+    c.policy.reduction_factor = p.at("reduction_factor").get<int64_t>();
+    c.policy.max_epochs = p.at("max_epochs").get<int64_t>();
+    return c;
+  } catch (const nlohmann::json::exception& e) {
+    throw ConfigError(std::string("a sweep's config.json is incomplete or malformed: ") + e.what());
+  }
+}
+
+int run_sweep(const SweepConfig& cfg, bool resume, std::ostream& out) {
+  Sweep s(cfg, out);
+  return s.run(resume);
+}
+
+void install_sweep_signal_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_sweep_signal;
+  sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+}
+
+}  // namespace ctrain::tune
