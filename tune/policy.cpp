@@ -22,26 +22,28 @@ void PolicyConfig::validate() const {
   if (std::find(std::begin(kNames), std::end(kNames), name) == std::end(kNames)) {
     throw ConfigError("--policy " + name + ": unknown policy", "use none, bandit, median, truncation or asha");
   }
+  // Every number is checked whichever policy uses it, so a typo never waits for a policy switch.
+  auto non_negative = [](const char* flag, double v) {
+    if (!(v >= 0) || !std::isfinite(v)) throw ConfigError(std::string(flag) + " must be a finite number >= 0 (got " + num(v) + ")");
+  };
+  non_negative("--slack-factor", slack_factor);
+  non_negative("--slack-amount", slack_amount);
+  non_negative("--truncation-percentage", truncation_percentage);
   if (!(evaluation_interval >= 1)) throw ConfigError("--evaluation-interval must be at least 1");
   if (!(delay_evaluation >= 0)) throw ConfigError("--delay-evaluation must not be negative");
-  if (name == "bandit") {
-    if (!(slack_factor >= 0) || !(slack_amount >= 0) || !std::isfinite(slack_factor) || !std::isfinite(slack_amount)) {
-      throw ConfigError("--slack-factor and --slack-amount must be finite and not negative");
-    }
-    if ((slack_factor > 0) == (slack_amount > 0)) {
-      throw ConfigError("--policy bandit needs exactly one of --slack-factor and --slack-amount");
-    }
+  if (!(grace_period >= 1)) throw ConfigError("--grace-period must be at least 1");
+  if (!(reduction_factor >= 2)) throw ConfigError("--reduction-factor must be at least 2");
+  if (!(max_epochs >= 0)) throw ConfigError("--max-epochs must not be negative");
+  if (name == "bandit" && (slack_factor > 0) == (slack_amount > 0)) {
+    throw ConfigError("--policy bandit needs exactly one of --slack-factor and --slack-amount");
   }
   if (name == "truncation" && !(truncation_percentage >= 1 && truncation_percentage <= 99)) {
     throw ConfigError("--truncation-percentage must be between 1 and 99 (got " + num(truncation_percentage) + ")");
   }
-  if (name == "asha") {
-    if (!(grace_period >= 1)) throw ConfigError("--grace-period must be at least 1");
-    if (!(reduction_factor >= 2)) throw ConfigError("--reduction-factor must be at least 2");
-    if (!(max_epochs >= grace_period)) {
-      throw ConfigError("--policy asha needs --max-epochs >= --grace-period (got " + std::to_string(max_epochs) + ")",
-                        "--max-epochs is the last rung's epochs; the sweep passes --epochs to each trial");
-    }
+  if (truncation_percentage > 99) throw ConfigError("--truncation-percentage must be at most 99");
+  if (name == "asha" && !(max_epochs >= grace_period)) {
+    throw ConfigError("--policy asha needs --max-epochs >= --grace-period (got " + std::to_string(max_epochs) + ")",
+                      "--max-epochs is the last rung's epochs; the sweep passes --epochs to each trial");
   }
 }
 

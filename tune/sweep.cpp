@@ -110,7 +110,7 @@ class Sweep {
   }
 
   int run(bool resume) {
-    fs::create_directories(dir_ / "trials");
+    ensure_writable_dir((dir_ / "trials").string());
     lock_sweep_dir();
     if (resume) {
       restore();

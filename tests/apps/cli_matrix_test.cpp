@@ -24,7 +24,7 @@ using ctrain::testing::TempDir;
 namespace fs = std::filesystem;
 
 struct BadFlag {
-  std::string program;  // ctrain-mnist, ctrain-birds, ctrain-export, ctrain-launch
+  std::string program;  // ctrain-mnist, ctrain-birds, ctrain-export, ctrain-launch, ...
   std::string flag;     // the flag under test, as --help lists it first
   std::string value;    // its bad value ("" for a flag given as --flag=VALUE in `value`)
   int code;             // 2: usage, 1: runtime (a path)
@@ -106,6 +106,30 @@ std::vector<BadFlag> table() {
   add({{"ctrain-report", "--goal", "sideways", 2, "--goal", ""},
        {"ctrain-report", "--metric", "''", 2, "--metric", ""}});
 
+  const std::string sw = "ctrain-sweep";
+  add({{sw, "--program", "/ctrain-no-such-trainer", 2, "/ctrain-no-such-trainer", ""},
+       {sw, "--output-dir", "/proc/ctrain-no-such/dir", 1, "/proc/ctrain-no-such/dir", ""},
+       {sw, "--metric", "''", 2, "--metric", ""},
+       {sw, "--goal", "sideways", 2, "--goal", ""},
+       {sw, "--param", "lr", 2, "--param lr", ""},
+       {sw, "--param", "'lr=uniform(1,0)'", 2, "--param lr", ""},
+       {sw, "--config", "/ctrain-no-such.json", 2, "/ctrain-no-such.json", ""}});
+  add(ints(sw, "--max-trials", "0"));
+  add(ints(sw, "--max-concurrent", "0"));
+  add(ints(sw, "--seed", ""));
+  add(choice(sw, "--sampler"));
+  add(choice(sw, "--policy"));
+  add(floats(sw, "--slack-factor", "-1"));
+  add(floats(sw, "--slack-amount", "-1"));
+  add(ints(sw, "--evaluation-interval", "0"));
+  add(ints(sw, "--delay-evaluation", "-1"));
+  add(floats(sw, "--truncation-percentage", "-1"));
+  add(ints(sw, "--grace-period", "0"));
+  add(ints(sw, "--reduction-factor", "1"));
+  add(ints(sw, "--max-epochs", "-1"));
+  add(floats(sw, "--stop-grace", "-1"));
+  add(boolean(sw, "--resume"));
+
   add(ints("ctrain-launch", "--nproc-per-node", "0"));
   add(ints("ctrain-launch", "--nnodes", "0"));
   add(ints("ctrain-launch", "--node-rank", "-1"));
@@ -126,7 +150,7 @@ class CliMatrixTest : public ::testing::TestWithParam<std::string> {
   void SetUp() override {
     const std::string program = GetParam();
     if (!fs::exists(bin(program))) GTEST_SKIP() << program << " is not built here (see CMake's summary)";
-    if (program == "ctrain-mnist" || program == "ctrain-export") {
+    if (program == "ctrain-mnist" || program == "ctrain-export" || program == "ctrain-sweep") {
       ctrain::testing::write_synthetic_mnist(data_ / "mnist", 128, 32);
     }
     if (program == "ctrain-birds") {
@@ -166,6 +190,10 @@ class CliMatrixTest : public ::testing::TestWithParam<std::string> {
       return {{"--checkpoint", data_ / "trained/model.pt"}, {"--onnx", out / "m.onnx"}};
     }
     if (program == "ctrain-report") return {{"", data_ / "run"}};  // the positional directory
+    if (program == "ctrain-sweep") {
+      return {{"--program", bin("ctrain-mnist")}, {"--output-dir", out / "o"},
+              {"--param", "'learning-rate=uniform(0.01,0.1)'"}};  // the trainer's arguments follow
+    }
     return {{"--nproc-per-node", "1"}};  // ctrain-launch; the program follows
   }
   TempDir data_;
@@ -188,6 +216,7 @@ TEST_P(CliMatrixTest, EveryBadValueIsRefusedWithTheRightCodeNamingTheFlag) {
     }
     cmd += " " + c.flag + (c.value.empty() ? "" : " " + c.value);
     if (c.program == "ctrain-launch") cmd += " touch " + (out / "ran");
+    if (c.program == "ctrain-sweep") cmd += " -- --epochs 1 --no-onnx --data-folder " + (data_ / "mnist");
     SCOPED_TRACE(cmd);
     const auto r = run_command(cmd);
     EXPECT_EQ(r.exit_code, c.code) << r.output;
@@ -197,6 +226,7 @@ TEST_P(CliMatrixTest, EveryBadValueIsRefusedWithTheRightCodeNamingTheFlag) {
     EXPECT_EQ(r.output.find("Epoch 0/"), std::string::npos) << r.output;
     EXPECT_FALSE(fs::exists(out / "o/checkpoints"));
     EXPECT_FALSE(fs::exists(out / "ran"));
+    EXPECT_FALSE(fs::exists(out / "o/trials"));  // ctrain-sweep started no trial
     // Short: the error and at most a hint or CLI11's "Run with --help" line.
     EXPECT_LE(std::count(r.output.begin(), r.output.end(), '\n'), 3) << r.output;
   }
@@ -204,7 +234,8 @@ TEST_P(CliMatrixTest, EveryBadValueIsRefusedWithTheRightCodeNamingTheFlag) {
 }
 
 const auto kPrograms =
-    ::testing::Values("ctrain-mnist", "ctrain-birds", "ctrain-export", "ctrain-launch", "ctrain-report");
+    ::testing::Values("ctrain-mnist", "ctrain-birds", "ctrain-export", "ctrain-launch", "ctrain-report",
+                      "ctrain-sweep");
 std::string program_name(const ::testing::TestParamInfo<std::string>& info) { return info.param.substr(7); }
 
 INSTANTIATE_TEST_SUITE_P(EveryProgram, CliMatrixTest, kPrograms, program_name);
