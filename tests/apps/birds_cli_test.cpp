@@ -187,6 +187,20 @@ TEST_F(BirdsCliTest, BadInputIsAClearError) {
   EXPECT_NE(r.output.find("--arch"), std::string::npos) << r.output;
 }
 
+// SIGTERM during training: the loader's worker threads wind down, the run exits 143 at a step
+// boundary, and its last checkpoint still loads.
+TEST_F(BirdsCliTest, SigtermStopsWithLoaderWorkersRunning) {
+  const std::string out = out_ / "o", log = out_ / "log";
+  const pid_t pid = ctrain::testing::spawn_command(birds("--epochs 500 --no-onnx --output-dir " + out), log);
+  ASSERT_TRUE(ctrain::testing::poll_until([&] { return ctrain::testing::count_lines(out + "/metrics.jsonl") >= 1; }))
+      << ctrain::testing::read_text(log);
+  ::kill(pid, SIGTERM);
+  EXPECT_EQ(ctrain::testing::wait_exit(pid), 128 + SIGTERM) << ctrain::testing::read_text(log);
+  EXPECT_NE(ctrain::testing::read_text(log).find("stopped by SIGTERM"), std::string::npos)
+      << ctrain::testing::read_text(log);
+  EXPECT_GE(ctrain::engine::checkpoint_peek(out + "/checkpoints/epoch-0000.pt").epoch, 0);  // whole: it reads
+}
+
 TEST_F(BirdsCliTest, DataOnlyReportsThroughput) {
   const auto r = run_command(birds("--epochs 1 --data-only"));
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -3,14 +3,10 @@
 // last checkpoint intact.
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <set>
-#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -21,6 +17,11 @@ namespace {
 using ctrain::testing::bin;
 using ctrain::testing::run_command;
 using ctrain::testing::TempDir;
+using ctrain::testing::count_lines;
+using ctrain::testing::poll_until;
+using ctrain::testing::read_text;
+using ctrain::testing::spawn_command;
+using ctrain::testing::wait_exit;
 namespace fs = std::filesystem;
 
 // Fashion-MNIST as Debian's dataset-fashion-mnist installs it (make deps).
@@ -36,41 +37,6 @@ std::vector<nlohmann::json> read_jsonl(const std::string& path) {
     if (!line.empty()) out.push_back(nlohmann::json::parse(line));
   }
   return out;
-}
-
-size_t lines_in(const std::string& path) { return read_jsonl(path).size(); }
-
-// Starts `cmd` under sh with its output in `log`; returns the pid (exec'd, so signals reach it).
-pid_t spawn(const std::string& cmd, const std::string& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const std::string line = "exec " + cmd + " > " + log + " 2>&1";
-    ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
-}
-
-// Polls `cond` every 50 ms for up to `seconds`; false when it never came true.
-template <class F>
-bool poll(F cond, double seconds = 180) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 class SweepTest : public ctrain::testing::SyntheticMnistSuite {
@@ -89,19 +55,19 @@ class SweepTest : public ctrain::testing::SyntheticMnistSuite {
 
 TEST_F(SweepTest, TrainerStopsOnSigtermKeepingItsLastCheckpoint) {
   const std::string out = out_ / "run", log = out_ / "log";
-  const pid_t pid = spawn(bin("ctrain-mnist") + " --data-folder " + fashion() + " --threads 1 --no-onnx --epochs 40 " +
+  const pid_t pid = spawn_command(bin("ctrain-mnist") + " --data-folder " + fashion() + " --threads 1 --no-onnx --epochs 40 " +
                               "--output-dir " + out, log);
-  ASSERT_TRUE(poll([&] { return lines_in(out + "/metrics.jsonl") >= 1; })) << slurp(log);
+  ASSERT_TRUE(poll_until([&] { return count_lines(out + "/metrics.jsonl") >= 1; })) << read_text(log);
   ::kill(pid, SIGTERM);
-  EXPECT_EQ(wait_exit(pid), 128 + SIGTERM) << slurp(log);
-  const std::string text = slurp(log);
+  EXPECT_EQ(wait_exit(pid), 128 + SIGTERM) << read_text(log);
+  const std::string text = read_text(log);
   EXPECT_NE(text.find("stopped by SIGTERM in epoch"), std::string::npos) << text;
   EXPECT_NE(text.find("rerun with --resume"), std::string::npos) << text;
-  EXPECT_LT(lines_in(out + "/metrics.jsonl"), 40u);
+  EXPECT_LT(count_lines(out + "/metrics.jsonl"), 40u);
   // The checkpoint it kept is whole: the run continues from it.
   const auto r = run_command(bin("ctrain-mnist") + " --data-folder " + fashion() +
                              " --threads 1 --no-onnx --resume --output-dir " + out + " --epochs " +
-                             std::to_string(lines_in(out + "/metrics.jsonl") + 1));
+                             std::to_string(count_lines(out + "/metrics.jsonl") + 1));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
 }
@@ -144,7 +110,7 @@ TEST_F(SweepTest, BanditSweepStopsPoorTrialsAndWritesItsOutputs) {
   EXPECT_GE(stopped, 1) << r.output;
   EXPECT_LT(stopped, 6) << r.output;
   EXPECT_NE(r.output.find(" stopped at epoch "), std::string::npos) << r.output;
-  EXPECT_EQ(nlohmann::json::parse(slurp(dir + "/best.json")), *best);
+  EXPECT_EQ(nlohmann::json::parse(read_text(dir + "/best.json")), *best);
   EXPECT_TRUE(fs::exists(dir + "/report.html"));
   EXPECT_NE(r.output.find("best: trial "), std::string::npos) << r.output;
 }
@@ -160,12 +126,12 @@ TEST_F(SweepTest, KilledSweepResumesToTheSameResult) {
   const auto ra = run_command(sweep(a, settings, args));
   ASSERT_EQ(ra.exit_code, 0) << ra.output;
 
-  const pid_t pid = spawn(sweep(b, settings, args), out_ / "killed.log");
+  const pid_t pid = spawn_command(sweep(b, settings, args), out_ / "killed.log");
   // Killed while trial 001 trains, after trial 000 finished.
-  ASSERT_TRUE(poll([&] { return lines_in(b + "/trials/001/metrics.jsonl") >= 1; })) << slurp(out_ / "killed.log");
+  ASSERT_TRUE(poll_until([&] { return count_lines(b + "/trials/001/metrics.jsonl") >= 1; })) << read_text(out_ / "killed.log");
   ::kill(pid, SIGKILL);
   EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
-  EXPECT_LT(lines_in(b + "/sweep.jsonl"), 4u);
+  EXPECT_LT(count_lines(b + "/sweep.jsonl"), 4u);
   // Without --resume the directory is refused; with it, the sweep goes on.
   const auto again = run_command(sweep(b, settings, args));
   EXPECT_EQ(again.exit_code, 2) << again.output;
@@ -200,7 +166,7 @@ TEST_F(SweepTest, AshaPromotesByResumingFromTheCheckpoint) {
   for (const auto& t : trials) {
     char name[8];
     std::snprintf(name, sizeof(name), "%03d", t["trial"].get<int>());
-    const std::string log = slurp(dir + "/trials/" + name + "/log.txt");
+    const std::string log = read_text(dir + "/trials/" + name + "/log.txt");
     if (t["status"] == "completed") {
       ++completed;
       EXPECT_EQ(t["epochs_run"], 2) << t;
@@ -263,7 +229,7 @@ TEST_F(SweepTest, JsonConfigFileGivesTheSameSettings) {
   std::set<double> lrs;
   for (const auto& t : trials) lrs.insert(t["params"]["learning-rate"].get<double>());
   EXPECT_EQ(lrs, (std::set<double>{0.01, 0.05}));  // the grid's first two points
-  const auto saved = nlohmann::json::parse(slurp(dir + "/config.json"));
+  const auto saved = nlohmann::json::parse(read_text(dir + "/config.json"));
   EXPECT_EQ(saved["sampler"], "grid");
   EXPECT_EQ(saved["max_trials"], 2);
 }
