@@ -467,7 +467,7 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
     const auto t_epoch = Clock::now();
 
     while (auto batch = train_data.next()) {
-      if (stop_signal() != 0) {
+      if (stop_signal() != 0) {  // checked first: no message is built on the steps that go on
         throw_if_stopped("in epoch " + std::to_string(epoch) + " at step " + std::to_string(step) + " of " +
                              std::to_string(steps),
                          "the last good checkpoint is in " + ckpt_dir + "; rerun with --resume to continue");

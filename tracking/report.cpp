@@ -154,15 +154,21 @@ std::string html_escape(const std::string& s) {
   return o;
 }
 
-std::vector<nlohmann::json> read_jsonl(const std::string& path) {
+std::vector<nlohmann::json> read_jsonl(const std::string& path, bool allow_torn_last_line) {
   std::ifstream in(path);
   if (!in) throw Error("cannot read " + path, "is it a run (metrics.jsonl) or sweep (sweep.jsonl) directory?");
-  std::vector<nlohmann::json> out;
+  std::vector<std::pair<int, std::string>> lines;  // (line number, text) of non-blank lines
   std::string line;
   for (int n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) throw Error(path + ":" + std::to_string(n) + ": not a JSON object");
+    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.emplace_back(n, line);
+  }
+  std::vector<nlohmann::json> out;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    nlohmann::json j = nlohmann::json::parse(lines[i].second, nullptr, /*allow_exceptions=*/false);
+    if (!j.is_object()) {
+      if (allow_torn_last_line && i + 1 == lines.size()) break;
+      throw Error(path + ":" + std::to_string(lines[i].first) + ": not a JSON object");
+    }
     out.push_back(std::move(j));
   }
   return out;

@@ -10,8 +10,10 @@
 namespace ctrain::tracking {
 
 // The JSON objects of a JSON-lines file. Throws ctrain::Error naming the file and line for a
-// missing file or a line that is not a JSON object. Blank lines are skipped.
-std::vector<nlohmann::json> read_jsonl(const std::string& path);
+// missing file or a line that is not a JSON object. Blank lines are skipped. With
+// `allow_torn_last_line`, a last line that does not parse is dropped instead: a writer killed
+// mid-append leaves one (ctrain-sweep's journal after SIGKILL).
+std::vector<nlohmann::json> read_jsonl(const std::string& path, bool allow_torn_last_line = false);
 
 // One line chart: each series is (x, y) points with a name; drawn as inline SVG.
 struct Series {

@@ -67,6 +67,23 @@ bool executable(const std::string& prog) {
   return false;
 }
 
+// An owned file descriptor: closed on every path, the error paths included.
+class Fd {
+ public:
+  Fd(const std::string& path, int flags) : fd_(::open(path.c_str(), flags, 0644)) {
+    if (fd_ < 0) {
+      throw Error("cannot open " + path + ": " + std::strerror(errno), "check that --output-dir is writable");
+    }
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { ::close(fd_); }
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
 // One trial as the scheduler tracks it.
 struct Trial {
   int64_t id = 0;
@@ -136,10 +153,8 @@ class Sweep {
  private:
   // ---- state on disk -----------------------------------------------------------------------
   void lock_sweep_dir() {
-    const std::string path = (dir_ / ".lock").string();
-    lock_fd_ = ::open(path.c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644);
-    if (lock_fd_ < 0) throw Error("cannot create " + path + ": " + std::strerror(errno));
-    if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    lock_.emplace((dir_ / ".lock").string(), O_CREAT | O_RDWR | O_CLOEXEC);  // held until the sweep ends
+    if (::flock(lock_->get(), LOCK_EX | LOCK_NB) != 0) {
       throw Error("another ctrain-sweep is running in " + dir_.string(), "wait for it, or stop it first");
     }
   }
@@ -155,15 +170,8 @@ class Sweep {
       throw Error("--resume: " + dir_.string() + " holds no sweep (no journal.jsonl)",
                   "start it without --resume");
     }
-    std::ifstream j(dir_ / "journal.jsonl");
-    for (std::string line; std::getline(j, line);) {
-      if (line.empty()) continue;
-      nlohmann::json e;
-      try {
-        e = nlohmann::json::parse(line);
-      } catch (const std::exception&) {
-        continue;  // a torn last line from a killed sweep: that event did not happen
-      }
+    // A sweep killed mid-append leaves a torn last line: that event did not happen.
+    for (const auto& e : tracking::read_jsonl((dir_ / "journal.jsonl").string(), /*allow_torn_last_line=*/true)) {
       const int64_t id = e.at("trial").get<int64_t>();
       const std::string ev = e.at("event").get<std::string>();
       Trial& t = trials_[id];
@@ -182,15 +190,9 @@ class Sweep {
         t.seconds = e.at("seconds").get<double>();
       }
     }
-    std::ifstream s(dir_ / "sweep.jsonl");
-    for (std::string line; std::getline(s, line);) {
-      if (line.empty()) continue;
-      nlohmann::json r;
-      try {
-        r = nlohmann::json::parse(line);
-      } catch (const std::exception&) {
-        continue;
-      }
+    const fs::path finished = dir_ / "sweep.jsonl";  // absent until a trial finishes
+    for (const auto& r : fs::exists(finished) ? tracking::read_jsonl(finished.string(), true)
+                                              : std::vector<nlohmann::json>{}) {
       const int64_t id = r.at("trial").get<int64_t>();
       trials_[id].finished = true;
       trials_[id].seconds = r.value("seconds", 0.0);
@@ -234,28 +236,21 @@ class Sweep {
     const fs::path d = trial_dir(t.id);
     fs::create_directories(d);
     const std::string lock_path = (d / ".lock").string();
-    const int lock_fd = ::open(lock_path.c_str(), O_CREAT | O_RDWR, 0644);  // no CLOEXEC: kept across exec
-    if (lock_fd < 0) throw Error("cannot create " + lock_path + ": " + std::strerror(errno));
+    const Fd lock(lock_path, O_CREAT | O_RDWR);  // no CLOEXEC: the child keeps it across exec
     const auto deadline = Clock::now() + std::chrono::duration<double>(c_.stop_grace_s + 5);
-    while (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    while (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
       if (Clock::now() > deadline) {
-        ::close(lock_fd);
         throw Error("trial " + trial_name(t.id) + " is still running from an earlier sweep (" + lock_path + " is locked)",
                     "stop that process, then --resume again");
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
-    const std::string log_path = (d / "log.txt").string();
-    const int log_fd = ::open(log_path.c_str(), O_CREAT | O_WRONLY | O_APPEND | O_CLOEXEC, 0644);
-    if (log_fd < 0) {
-      ::close(lock_fd);
-      throw Error("cannot open " + log_path + ": " + std::strerror(errno));
-    }
+    const Fd log((d / "log.txt").string(), O_CREAT | O_WRONLY | O_APPEND | O_CLOEXEC);
     const std::vector<std::string> argv = command(t, resume);
     std::string line;
     for (const auto& a : argv) line += (line.empty() ? "" : " ") + a;
     line = "$ " + line + "\n";
-    (void)!::write(log_fd, line.data(), line.size());
+    (void)!::write(log.get(), line.data(), line.size());
     std::vector<char*> cargv;
     for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
     cargv.push_back(nullptr);
@@ -269,16 +264,15 @@ class Sweep {
       if (::getppid() != parent) ::_exit(1);
       ::signal(SIGINT, SIG_DFL);
       ::signal(SIGTERM, SIG_DFL);
-      ::dup2(log_fd, STDOUT_FILENO);
-      ::dup2(log_fd, STDERR_FILENO);
+      ::dup2(log.get(), STDOUT_FILENO);
+      ::dup2(log.get(), STDERR_FILENO);
       ::execvp(cargv[0], cargv.data());
       const std::string err = std::string("ctrain-sweep: cannot run ") + cargv[0] + ": " + std::strerror(errno) + "\n";
       (void)!::write(STDERR_FILENO, err.data(), err.size());
       ::_exit(127);
     }
     ::setpgid(pid, pid);  // also here, so a signal sent right away reaches the group
-    ::close(lock_fd);
-    ::close(log_fd);
+    // The parent's copies of both descriptors close here; the child's copy keeps the lock.
     t.pid = pid;
     t.started = Clock::now();
     t.stopping = t.killed = false;
@@ -351,6 +345,7 @@ class Sweep {
 
   void apply_policy(Trial& t) {
     if (t.stopping || c_.policy.name == "none" || asha_) return;
+    if (t.evaluated >= static_cast<int64_t>(t.by_epoch.size())) return;  // no new interval
     const std::vector<double> mine = t.stream();
     Streams streams;
     for (const auto& [id, o] : trials_) {
@@ -647,7 +642,7 @@ class Sweep {
   int64_t next_index_ = 0;
   int64_t running_ = 0;
   std::ofstream journal_;
-  int lock_fd_ = -1;
+  std::optional<Fd> lock_;
   std::string fatal_;
   bool interrupted_ = false;
   Clock::time_point t0_, last_progress_{};
@@ -692,42 +687,18 @@ void SweepConfig::validate() const {
   }
 }
 
-nlohmann::json SweepConfig::to_json() const {
-  return {{"program", program}, {"args", args}, {"metric", metric}, {"goal", goal},
-          {"max_trials", max_trials}, {"max_concurrent", max_concurrent}, {"sampler", sampler},
-          {"seed", seed}, {"params", params}, {"stop_grace", stop_grace_s},
-          {"policy", {{"name", policy.name}, {"slack_factor", policy.slack_factor},
-                      {"slack_amount", policy.slack_amount}, {"evaluation_interval", policy.evaluation_interval},
-                      {"delay_evaluation", policy.delay_evaluation},
-                      {"truncation_percentage", policy.truncation_percentage},
-                      {"grace_period", policy.grace_period}, {"reduction_factor", policy.reduction_factor},
-                      {"max_epochs", policy.max_epochs}}}};
-}
+// config.json: every setting but output_dir (a resumed sweep is wherever it is now).
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(PolicyConfig, name, slack_factor, slack_amount, evaluation_interval,
+                                   delay_evaluation, truncation_percentage, grace_period, reduction_factor,
+                                   max_epochs)
+NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE(SweepConfig, program, args, metric, goal, max_trials, max_concurrent, sampler,
+                                   seed, params, policy, stop_grace_s)
+
+nlohmann::json SweepConfig::to_json() const { return *this; }
 
 SweepConfig SweepConfig::from_json(const nlohmann::json& j) {
   try {
-    SweepConfig c;
-    c.program = j.at("program").get<std::string>();
-    c.args = j.at("args").get<std::vector<std::string>>();
-    c.metric = j.at("metric").get<std::string>();
-    c.goal = j.at("goal").get<std::string>();
-    c.max_trials = j.at("max_trials").get<int64_t>();
-    c.max_concurrent = j.at("max_concurrent").get<int64_t>();
-    c.sampler = j.at("sampler").get<std::string>();
-    c.seed = j.at("seed").get<int64_t>();
-    c.params = j.at("params").get<std::vector<std::string>>();
-    c.stop_grace_s = j.at("stop_grace").get<double>();
-    const auto& p = j.at("policy");
-    c.policy.name = p.at("name").get<std::string>();
-    c.policy.slack_factor = p.at("slack_factor").get<double>();
-    c.policy.slack_amount = p.at("slack_amount").get<double>();
-    c.policy.evaluation_interval = p.at("evaluation_interval").get<int64_t>();
-    c.policy.delay_evaluation = p.at("delay_evaluation").get<int64_t>();
-    c.policy.truncation_percentage = p.at("truncation_percentage").get<double>();
-    c.policy.grace_period = p.at("grace_period").get<int64_t>();
-    c.policy.reduction_factor = p.at("reduction_factor").get<int64_t>();
-    c.policy.max_epochs = p.at("max_epochs").get<int64_t>();
-    return c;
+    return j.get<SweepConfig>();
   } catch (const nlohmann::json::exception& e) {
     throw ConfigError(std::string("a sweep's config.json is incomplete or malformed: ") + e.what());
   }

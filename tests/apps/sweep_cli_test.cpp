@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../support/fixtures.h"
+#include "tracking/report.h"
 
 namespace {
 
@@ -22,21 +23,13 @@ using ctrain::testing::poll_until;
 using ctrain::testing::read_text;
 using ctrain::testing::spawn_command;
 using ctrain::testing::wait_exit;
+using ctrain::tracking::read_jsonl;
 namespace fs = std::filesystem;
 
 // Fashion-MNIST as Debian's dataset-fashion-mnist installs it (make deps).
 std::string fashion() {
   const char* env = std::getenv("CTRAIN_FASHION_MNIST");
   return env ? env : "/usr/share/datasets/fashion-mnist";
-}
-
-std::vector<nlohmann::json> read_jsonl(const std::string& path) {
-  std::vector<nlohmann::json> out;
-  std::ifstream in(path);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
-  }
-  return out;
 }
 
 class SweepTest : public ctrain::testing::SyntheticMnistSuite {

@@ -192,6 +192,13 @@ TEST(ReportTest, RunAndSweepPagesAreSelfContainedWithCurvesAndTables) {
   EXPECT_NE(sweep.find(">learning_rate</text>"), std::string::npos) << "a scatter per numeric parameter";
   EXPECT_THROW(ctrain::tracking::write_sweep_report(dir / "sweep", "validation_acc", "up"), ctrain::Error);
   EXPECT_THROW(ctrain::tracking::read_jsonl(dir / "none.jsonl"), ctrain::Error);
+  // A torn last line (a writer killed mid-append) is dropped only when the caller allows it;
+  // a bad line before the end is an error either way.
+  std::ofstream(dir / "torn.jsonl") << "{\"a\":1}\n\n{\"a\":2}\n{\"a\":";
+  EXPECT_THROW(ctrain::tracking::read_jsonl(dir / "torn.jsonl"), ctrain::Error);
+  EXPECT_EQ(ctrain::tracking::read_jsonl(dir / "torn.jsonl", true).size(), 2u);
+  std::ofstream(dir / "bad.jsonl") << "{\"a\":1}\n{\"a\":\n{\"a\":2}\n";
+  EXPECT_THROW(ctrain::tracking::read_jsonl(dir / "bad.jsonl", true), ctrain::Error);
 }
 
 // Renders `html` in headless Chromium: the screenshot must not be blank and the page must log
