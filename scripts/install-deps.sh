@@ -11,9 +11,11 @@ packages=(
   protobuf-compiler                   # TensorBoard event messages from tracking/tensorboard.proto
   libopenmpi-dev openmpi-bin
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
+  libcpp-httplib-dev libssl-dev       # ctrain-serve's HTTP layer; SHA-256 for the model registry
   clang-14 libclang-rt-14-dev          # libFuzzer + sanitizers for `make fuzz`
   dataset-fashion-mnist               # the embedded default data (IDX files)
   python3-torch python3-torchvision   # PyTorch peers: parity tests and benchmarks
+  python3-flask python3-pil wrk       # the scoring-service peer (Flask + PyTorch) and its load generator
   python3-onnx                        # an independent ONNX checker for the exported files
   python3-protobuf                    # an independent reader of the TensorBoard event files
   chromium                            # renders the report pages in tests (headless)

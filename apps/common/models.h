@@ -37,6 +37,13 @@ inline engine::Model build_model(const nlohmann::json& spec) {
   throw Error("unknown model architecture '" + arch + "' in the model spec");
 }
 
+// A trained model from a ctrain model.pt or checkpoint (checksum verified), on the CPU.
+inline engine::Model load_model(const std::string& path) {
+  engine::Model model = build_model(engine::checkpoint_peek(path).spec);
+  engine::checkpoint_load(path, *model.module, nullptr);
+  return model;
+}
+
 inline bool onnx_available() {
 #ifdef CTRAIN_WITH_ONNX
   return true;

@@ -38,9 +38,7 @@ int run(int argc, char** argv) {
   }
   ctrain::engine::Model model;
   if (!checkpoint.empty()) {
-    const auto meta = ctrain::engine::checkpoint_peek(checkpoint);
-    model = ctrain::apps::build_model(meta.spec);
-    ctrain::engine::checkpoint_load(checkpoint, *model.module, nullptr);
+    model = ctrain::apps::load_model(checkpoint);
   } else {
     if (!ctrain::models::is_resnet_arch(arch)) {
       throw ctrain::ConfigError("--weights needs --arch resnet18, resnet34 or resnet50");

@@ -1,0 +1,164 @@
+// ctrain-score: offline batch scoring with the service's preprocessing and numbers.
+//   ctrain-score --model outputs/model.pt photos/ more.jpg        -> {"file", "label", "probability"}
+//   ctrain-score --model mnist:latest t10k-images-idx3-ubyte.gz   -> one line per image, then accuracy
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <vector>
+
+#include "apps/common/cli.h"
+#include "apps/common/serving.h"
+#include "core/fs.h"
+#include "data/idx.h"
+#include "serve/handler.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_scored_image(const fs::path& p) {
+  std::string ext = p.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png";
+}
+
+// An IDX file by its content: two zero bytes, then type 0x08 (or a gzip stream).
+bool looks_like_idx(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  unsigned char b[3] = {1, 1, 1};
+  const size_t n = std::fread(b, 1, 3, f);
+  std::fclose(f);
+  return n == 3 && ((b[0] == 0 && b[1] == 0 && b[2] == 0x08) || (b[0] == 0x1f && b[1] == 0x8b && path.find("idx") != std::string::npos));
+}
+
+// t10k-images-idx3-ubyte(.gz) -> t10k-labels-idx1-ubyte(.gz), the MNIST naming, if it exists.
+std::string labels_beside(const std::string& images) {
+  const fs::path p(images);
+  std::string name = p.filename().string();
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{"images-idx3", "labels-idx1"},
+                                 {"images.idx3", "labels.idx1"}}) {
+    const auto at = name.find(from);
+    if (at == std::string::npos) continue;
+    name.replace(at, from.size(), to);
+    const fs::path candidate = p.parent_path() / name;
+    if (fs::is_regular_file(candidate)) return candidate.string();
+  }
+  return "";
+}
+
+void print_predictions(const std::vector<std::string>& files, const std::vector<ctrain::serve::Prediction>& preds) {
+  for (size_t i = 0; i < preds.size(); ++i) {
+    std::printf("%s\n", nlohmann::json({{"file", files[i]}, {"label", preds[i].label},
+                                         {"probability", preds[i].probability}}).dump().c_str());
+  }
+}
+
+int run(int argc, char** argv) {
+  std::string model_arg, registry = "models", device = "cpu";
+  std::vector<std::string> inputs;
+  int64_t batch_size = 64;
+  int threads = 0;
+  CLI::App app{"ctrain-score: score images (JPEG/PNG files or folders) or an MNIST IDX file offline, as JSON lines"};
+  app.option_defaults()->always_capture_default();
+  app.add_option("--model", model_arg, "a model.pt / checkpoint, or NAME[:VERSION|latest] in --registry")->required();
+  app.add_option("inputs", inputs, "image files, folders of images (searched recursively), or an IDX images file")->required();
+  app.add_option("--registry", registry, "the model registry folder (ctrain-registry)");
+  app.add_option("--batch-size,--batch_size", batch_size, "inputs per forward");
+  app.add_option("--device", device, "cpu | cuda[:N]");
+  app.add_option("--threads", threads, "intra-op CPU threads (0: LibTorch default)");
+  if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
+  if (batch_size < 1) throw ctrain::ConfigError("--batch-size must be >= 1");
+  if (threads < 0) throw ctrain::ConfigError("--threads must be >= 0");
+  for (const auto& in : inputs) {
+    if (!fs::exists(in)) throw ctrain::ConfigError(in + ": no such file or folder");
+  }
+  const torch::Device dev = ctrain::apps::parse_serving_device(device);
+  if (threads > 0) torch::set_num_threads(threads);
+  ctrain::apps::ServedModel served = ctrain::apps::open_served_model(model_arg, registry);
+  ctrain::serve::Handler handler(std::move(served.model), dev);
+
+  int64_t failed = 0;
+  std::vector<std::string> files;
+  std::vector<torch::Tensor> rows;
+  auto flush = [&] {
+    if (rows.empty()) return;
+    print_predictions(files, handler.postprocess(handler.infer(torch::cat(rows, 0))));
+    files.clear();
+    rows.clear();
+  };
+  auto score_image = [&](const std::string& path) {
+    try {
+      rows.push_back(handler.preprocess_image(ctrain::read_file(path), path));
+      files.push_back(path);
+    } catch (const std::exception& e) {  // one bad file is reported, and the rest still scored
+      std::fprintf(stderr, "ctrain-score: skipped %s\n", e.what());
+      ++failed;
+    }
+    if (static_cast<int64_t>(rows.size()) >= batch_size) flush();
+  };
+  for (const auto& in : inputs) {
+    if (fs::is_directory(in)) {
+      std::vector<std::string> found;
+      for (const auto& e : fs::recursive_directory_iterator(in)) {
+        if (e.is_regular_file() && is_scored_image(e.path())) found.push_back(e.path().string());
+      }
+      std::sort(found.begin(), found.end());
+      if (found.empty()) std::fprintf(stderr, "ctrain-score: warning: no .jpg/.jpeg/.png files under %s\n", in.c_str());
+      for (const auto& f : found) score_image(f);
+    } else if (looks_like_idx(in)) {
+      flush();
+      const ctrain::data::IdxArray idx = ctrain::data::read_idx(in, 3);
+      const int64_t n = idx.dims[0], per = idx.dims[1] * idx.dims[2];
+      if (std::vector<int64_t>{per} != handler.input_shape()) {
+        throw ctrain::Error(in + " holds " + std::to_string(idx.dims[1]) + "x" + std::to_string(idx.dims[2]) +
+                            " images; the model takes " + ctrain::serve::shape_string(handler.input_shape()));
+      }
+      // As ctrain-mnist reads them: pixels / 255.
+      const torch::Tensor all = torch::from_blob(const_cast<uint8_t*>(idx.bytes.data()), {n, per}, torch::kUInt8)
+                                    .to(torch::kFloat32)
+                                    .div_(255.0);
+      const std::string labels_path = labels_beside(in);
+      std::vector<uint8_t> labels;
+      if (!labels_path.empty()) labels = ctrain::data::read_idx(labels_path, 1).bytes;
+      int64_t correct = 0;
+      for (int64_t at = 0; at < n; at += batch_size) {
+        const int64_t m = std::min(batch_size, n - at);
+        const auto preds = handler.postprocess(handler.infer(all.narrow(0, at, m)));
+        for (int64_t i = 0; i < m; ++i) {
+          nlohmann::json line = {{"file", in}, {"index", at + i}, {"label", preds[i].label},
+                                 {"probability", preds[i].probability}};
+          if (static_cast<int64_t>(labels.size()) == n) {
+            line["target"] = handler.classes().at(labels[at + i]);
+            correct += preds[i].index == labels[at + i];
+          }
+          std::printf("%s\n", line.dump().c_str());
+        }
+      }
+      if (static_cast<int64_t>(labels.size()) == n) {
+        std::printf("%s\n", nlohmann::json({{"file", in}, {"labels", labels_path}, {"accuracy", double(correct) / n},
+                                             {"correct", correct}, {"total", n}}).dump().c_str());
+      } else if (!labels_path.empty()) {
+        std::fprintf(stderr, "ctrain-score: %s has %zu labels for %lld images: no accuracy\n", labels_path.c_str(),
+                     labels.size(), static_cast<long long>(n));
+      }
+    } else {
+      score_image(in);
+    }
+  }
+  flush();
+  std::fflush(stdout);
+  if (failed > 0) {
+    std::fprintf(stderr, "ctrain-score: %lld input(s) could not be scored (named above)\n", static_cast<long long>(failed));
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return ctrain::apps::guarded_main("ctrain-score", [&] { return run(argc, argv); });
+}

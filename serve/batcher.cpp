@@ -1,0 +1,112 @@
+#include "serve/batcher.h"
+
+namespace ctrain::serve {
+
+DynamicBatcher::DynamicBatcher(Infer infer, BatcherOptions options, std::function<void(int64_t)> on_batch)
+    : infer_(std::move(infer)), options_(options), on_batch_(std::move(on_batch)) {
+  if (options_.max_batch < 1) throw ConfigError("--max-batch must be >= 1");
+  if (!(options_.max_delay_ms >= 0)) throw ConfigError("--max-delay-ms must be >= 0");
+  if (options_.max_queue < 1) throw ConfigError("--max-queue must be >= 1");
+  worker_ = std::thread([this] { run(); });
+}
+
+DynamicBatcher::~DynamicBatcher() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+}
+
+DynamicBatcher::Arrival DynamicBatcher::expect() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++arriving_;
+  return Arrival(this);
+}
+
+void DynamicBatcher::arrived() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    --arriving_;
+  }
+  cv_.notify_one();
+}
+
+std::future<torch::Tensor> DynamicBatcher::submit(torch::Tensor rows, Arrival* arrival) {
+  Request r{std::move(rows), {}};
+  auto future = r.result.get_future();
+  const int64_t n = r.rows.size(0);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (arrival && arrival->b_ == this) {
+      --arriving_;  // with the push, under one lock: the worker never sees it twice or not at all
+      arrival->b_ = nullptr;
+    }
+    if (stopping_) throw QueueFull("the service is shutting down");
+    if (queued_rows_ > 0 && queued_rows_ + n > options_.max_queue) {
+      throw QueueFull(std::to_string(queued_rows_) + " inputs are queued (--max-queue " +
+                      std::to_string(options_.max_queue) + ")");
+    }
+    queued_rows_ += n;
+    queue_.push_back(std::move(r));
+  }
+  cv_.notify_one();
+  return future;
+}
+
+int64_t DynamicBatcher::queued_rows() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queued_rows_;
+}
+
+void DynamicBatcher::run() {
+  using Clock = std::chrono::steady_clock;
+  const auto max_delay = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double, std::milli>(options_.max_delay_ms));
+  for (;;) {
+    std::vector<Request> batch;
+    int64_t rows = 0;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, and everything queued has been answered
+      // Gather until the batch is full or the first request has waited max_delay. Requests
+      // are never split, and a request that would overflow the batch waits for the next one.
+      const auto deadline = Clock::now() + max_delay;
+      for (;;) {
+        while (!queue_.empty() && (batch.empty() || rows + queue_.front().rows.size(0) <= options_.max_batch)) {
+          rows += queue_.front().rows.size(0);
+          batch.push_back(std::move(queue_.front()));
+          queue_.pop_front();
+        }
+        if (rows >= options_.max_batch || !queue_.empty() || stopping_ || arriving_ == 0) break;
+        if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) {
+          if (queue_.empty()) break;
+        }
+      }
+      queued_rows_ -= rows;
+    }
+    try {
+      std::vector<torch::Tensor> inputs;
+      inputs.reserve(batch.size());
+      for (auto& r : batch) inputs.push_back(r.rows);
+      const torch::Tensor out = infer_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs, 0));
+      if (out.dim() == 0 || out.size(0) != rows) {
+        throw Error("the model returned " + std::to_string(out.dim() ? out.size(0) : 0) + " rows for " +
+                    std::to_string(rows) + " inputs");
+      }
+      if (on_batch_) on_batch_(rows);
+      int64_t at = 0;
+      for (auto& r : batch) {
+        const int64_t n = r.rows.size(0);
+        r.result.set_value(out.narrow(0, at, n));
+        at += n;
+      }
+    } catch (...) {
+      for (auto& r : batch) r.result.set_exception(std::current_exception());
+    }
+  }
+}
+
+}  // namespace ctrain::serve

@@ -1,0 +1,89 @@
+#pragma once
+// The dynamic batcher between the HTTP layer and the model, as Triton's and TorchServe's:
+// requests from many connections are stacked into one forward of up to `max_batch` rows,
+// waiting at most `max_delay_ms` after the first for company. It waits only while a request is
+// known to be on its way (announced with expect()): a lone client is answered at once, not
+// after max_delay_ms, and a crowd still fills its batches. One thread runs every forward,
+// so the model is never entered concurrently and the intra-op pool is not oversubscribed.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <future>
+#include <mutex>
+#include <thread>
+
+#include "core/error.h"
+
+namespace ctrain::serve {
+
+// The queue holds `max_queue` rows already: HTTP 503 with Retry-After.
+class QueueFull : public Error {
+ public:
+  using Error::Error;
+};
+
+struct BatcherOptions {
+  int64_t max_batch = 32;      // rows per forward (a larger single request runs alone)
+  double max_delay_ms = 5.0;   // wait after the first queued request
+  int64_t max_queue = 1024;    // rows waiting, beyond which submit() refuses
+};
+
+class DynamicBatcher {
+ public:
+  // rows [N, ...] -> per-row outputs [N, ...]. `on_batch(rows)` is told each forward's size.
+  using Infer = std::function<torch::Tensor(const torch::Tensor&)>;
+  DynamicBatcher(Infer infer, BatcherOptions options, std::function<void(int64_t)> on_batch = {});
+  // Finishes every request already queued, then joins the worker.
+  ~DynamicBatcher();
+  DynamicBatcher(const DynamicBatcher&) = delete;
+  DynamicBatcher& operator=(const DynamicBatcher&) = delete;
+
+  // A request on its way (being read and parsed) until submit() takes it or it is destroyed.
+  class Arrival {
+   public:
+    explicit Arrival(DynamicBatcher* b) : b_(b) {}
+    Arrival(Arrival&& o) noexcept : b_(o.b_) { o.b_ = nullptr; }
+    Arrival(const Arrival&) = delete;
+    Arrival& operator=(const Arrival&) = delete;
+    Arrival& operator=(Arrival&&) = delete;
+    ~Arrival() {
+      if (b_) b_->arrived();
+    }
+
+   private:
+    friend class DynamicBatcher;
+    DynamicBatcher* b_;
+  };
+  Arrival expect();
+
+  // Queues `rows` ([N, ...], N >= 1) and returns the future of their outputs, in order. A
+  // failed forward fails the future of every request in that batch. Throws QueueFull.
+  // `arrival`, if given, ends here.
+  std::future<torch::Tensor> submit(torch::Tensor rows, Arrival* arrival = nullptr);
+
+  int64_t queued_rows() const;
+
+ private:
+  struct Request {
+    torch::Tensor rows;
+    std::promise<torch::Tensor> result;
+  };
+  void run();
+  void arrived();  // an expected arrival gave up before submit()
+
+  Infer infer_;
+  BatcherOptions options_;
+  std::function<void(int64_t)> on_batch_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Request> queue_;
+  int64_t queued_rows_ = 0;
+  int64_t arriving_ = 0;
+  bool stopping_ = false;
+  std::thread worker_;
+};
+
+}  // namespace ctrain::serve

@@ -1,0 +1,75 @@
+#pragma once
+// A model behind the scoring service and ctrain-score, in TorchServe's handler shape:
+// preprocess (JSON tensor or image bytes -> input rows) -> inference (a batch of rows ->
+// class probabilities) -> postprocess (probabilities -> {"label", "probability"}).
+// The handler knows models only through the spec their checkpoint carries.
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "data/image_folder.h"
+#include "engine/trainer.h"
+
+namespace ctrain::serve {
+
+// A request the model cannot take (wrong shape, not numbers, undecodable image): HTTP 400.
+class BadInput : public Error {
+ public:
+  using Error::Error;
+};
+
+struct Prediction {
+  int64_t index = 0;
+  std::string label;
+  double probability = 0.0;
+};
+
+class Handler {
+ public:
+  // `model` holds trained weights (apps/common/models.h load_model); it is moved to `device`
+  // and put in eval mode. Throws ctrain::Error for a spec it cannot serve.
+  Handler(engine::Model model, torch::Device device);
+
+  // One input's shape: {784} for the MNIST DNN, {3, 224, 224} for a ResNet.
+  const std::vector<int64_t>& input_shape() const { return input_shape_; }
+  const std::vector<std::string>& classes() const { return classes_; }
+  const nlohmann::json& spec() const { return model_.spec; }
+  // What GET /metadata answers: spec, classes, input shape, accepted content types.
+  nlohmann::json metadata() const;
+
+  // The sample's JSON contract: `data` is one input (nested lists of input_shape()) or a batch
+  // ([N] + input_shape()). Returns [N, ...input_shape()] float32 on the CPU; throws BadInput
+  // naming the expected and the received shape.
+  torch::Tensor preprocess_json(const nlohmann::json& data) const;
+
+  // Encoded JPEG/PNG bytes through the model's eval transform: for a ResNet, Resize(size*256/224)
+  // + CenterCrop(size) + ImageNet normalisation as ctrain-birds evaluates; for the MLP,
+  // grayscale (ITU-R 601 luma, as PIL's convert('L')) resized to the square side, /255.
+  // Returns [1, ...input_shape()]; throws BadInput naming `what` for bytes it cannot decode.
+  torch::Tensor preprocess_image(const std::string& bytes, const std::string& what) const;
+
+  // Rows [N, ...input_shape()] -> softmax probabilities [N, classes] on the CPU. Not
+  // thread-safe: the dynamic batcher is its only caller in the service.
+  torch::Tensor infer(const torch::Tensor& rows);
+
+  // Each row's most probable class.
+  std::vector<Prediction> postprocess(const torch::Tensor& probabilities) const;
+
+ private:
+  engine::Model model_;
+  torch::Device device_;
+  std::vector<int64_t> input_shape_;
+  std::vector<std::string> classes_;
+  bool image_model_ = false;  // a ResNet (RGB, eval transform) rather than the MLP (gray)
+  int side_ = 0;               // the MLP's square image side (28), 0 when not square
+  data::ImageTransform eval_tf_;
+};
+
+// "[2, 784]": a shape for messages.
+std::string shape_string(const std::vector<int64_t>& shape);
+
+}  // namespace ctrain::serve

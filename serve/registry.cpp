@@ -1,0 +1,283 @@
+#include "serve/registry.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "engine/checkpoint.h"
+#include "tracking/report.h"
+
+namespace fs = std::filesystem;
+
+namespace ctrain::serve {
+namespace {
+
+bool valid_name(const std::string& name) {
+  if (name.empty() || name.size() > 128 || name[0] == '.') return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+void check_name(const std::string& name) {
+  if (!valid_name(name)) {
+    throw ConfigError("bad model name '" + name + "'",
+                      "use letters, digits, '.', '_' and '-' (not starting with '.'), e.g. pytorch-birds");
+  }
+}
+
+// Holds an exclusive flock on `path` (created if missing) for its lifetime. Registrations of one
+// name serialize on it; the kernel drops it if the process dies, so a crash never wedges the
+// registry.
+class ExclusiveLock {
+ public:
+  explicit ExclusiveLock(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) {
+    if (fd_ < 0) throw Error("cannot open " + path + ": " + std::strerror(errno), "check that the registry folder is writable");
+    while (::flock(fd_, LOCK_EX) != 0) {
+      if (errno != EINTR) {
+        const int err = errno;
+        ::close(fd_);
+        throw Error("cannot lock " + path + ": " + std::strerror(err));
+      }
+    }
+  }
+  ExclusiveLock(const ExclusiveLock&) = delete;
+  ExclusiveLock& operator=(const ExclusiveLock&) = delete;
+  ~ExclusiveLock() { ::close(fd_); }
+
+ private:
+  int fd_;
+};
+
+std::string utc_now() {
+  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+int64_t read_last_version(const std::string& path) {
+  std::ifstream in(path);
+  int64_t v = 0;
+  if (in && !(in >> v)) throw Error(path + " is not a version number", "it records the highest version handed out; restore it or remove it");
+  return v;
+}
+
+void copy_file_synced(const std::string& from, const std::string& to) {
+  std::error_code ec;
+  fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
+  if (ec) throw Error("cannot copy " + from + " to " + to + ": " + ec.message());
+  const int fd = ::open(to.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    if (fd >= 0) ::close(fd);
+    throw Error("cannot sync " + to + ": " + std::strerror(errno));
+  }
+  ::close(fd);
+}
+
+// The run's last metrics line (its final epoch), or null without a metrics.jsonl.
+nlohmann::json final_metrics(const std::string& run_dir) {
+  const std::string path = run_dir + "/metrics.jsonl";
+  if (!fs::exists(path)) return nullptr;
+  const auto rows = tracking::read_jsonl(path, /*allow_torn_last_line=*/true);
+  return rows.empty() ? nlohmann::json(nullptr) : rows.back();
+}
+
+}  // namespace
+
+ModelRef parse_model_ref(const std::string& text) {
+  ModelRef ref;
+  const auto colon = text.rfind(':');
+  ref.name = text.substr(0, colon);
+  check_name(ref.name);
+  if (colon == std::string::npos) return ref;
+  const std::string v = text.substr(colon + 1);
+  if (v == "latest") return ref;
+  char* end = nullptr;
+  errno = 0;
+  const long long n = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end != '\0' || errno != 0 || n < 1) {
+    throw ConfigError("bad model version '" + v + "' in '" + text + "'", "use NAME, NAME:latest or NAME:N with N >= 1");
+  }
+  ref.version = n;
+  return ref;
+}
+
+std::string sha256_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("cannot read " + path + ": " + std::strerror(errno));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("OpenSSL: cannot start SHA-256");
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (in.gcount() > 0) EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(in.gcount()));
+  }
+  if (in.bad()) throw Error("error reading " + path);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx.get(), digest, &len);
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (unsigned i = 0; i < len; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 15];
+  }
+  return hex;
+}
+
+Registry::Registry(std::string root) : root_(std::move(root)) {}
+
+std::vector<int64_t> Registry::versions(const std::string& name) const {
+  std::vector<int64_t> out;
+  const fs::path dir = fs::path(root_) / name;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string s = e.path().filename().string();
+    if (!e.is_directory() || s.empty() || !std::all_of(s.begin(), s.end(), ::isdigit)) continue;
+    out.push_back(std::stoll(s));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+ModelVersion Registry::register_model(const std::string& name, const std::string& model_path,
+                                      const std::map<std::string, std::string>& tags) {
+  check_name(name);
+  if (!fs::is_regular_file(model_path)) {
+    throw ConfigError(model_path + " is not a file", "pass the model.pt a trainer wrote, e.g. outputs/model.pt");
+  }
+  if (!engine::is_checkpoint_file(model_path)) {
+    throw ConfigError(model_path + " is not a ctrain model file (no CTRAINCK magic)",
+                      "register the model.pt (or a checkpoint) a ctrain trainer wrote");
+  }
+  const engine::CheckpointMeta meta = engine::checkpoint_peek(model_path);  // verifies size and CRC
+  const fs::path source = fs::absolute(model_path).lexically_normal();
+  const fs::path run_dir = source.parent_path();
+  std::vector<std::pair<std::string, std::string>> files{{"model.pt", source.string()}};
+  if (fs::is_regular_file(run_dir / "model.onnx")) files.emplace_back("model.onnx", (run_dir / "model.onnx").string());
+
+  const fs::path name_dir = fs::path(root_) / name;
+  ensure_writable_dir(name_dir.string());
+  ExclusiveLock lock((name_dir / ".lock").string());
+  const std::vector<int64_t> existing = versions(name);
+  const int64_t last = std::max(read_last_version((name_dir / ".last_version").string()),
+                                existing.empty() ? int64_t{0} : existing.back());
+  const int64_t version = last + 1;
+  // Claim the number first: a crash after this line skips the version, never reuses it.
+  write_file_atomic((name_dir / ".last_version").string(), std::to_string(version) + "\n");
+
+  const fs::path staging = name_dir / (".staging-" + std::to_string(version));
+  std::error_code ec;
+  fs::remove_all(staging, ec);
+  fs::create_directories(staging, ec);
+  if (ec) throw Error("cannot create " + staging.string() + ": " + ec.message());
+  try {
+    nlohmann::json file_meta = nlohmann::json::object();
+    for (const auto& [base, from] : files) {
+      const std::string to = (staging / base).string();
+      copy_file_synced(from, to);
+      file_meta[base] = {{"sha256", sha256_file(to)}, {"bytes", fs::file_size(to)}};
+    }
+    nlohmann::json tag_json = nlohmann::json::object();
+    for (const auto& [k, v] : tags) tag_json[k] = v;
+    nlohmann::json md = {{"name", name},
+                         {"version", version},
+                         {"created", utc_now()},
+                         {"source", source.string()},
+                         {"run_dir", run_dir.string()},
+                         {"files", file_meta},
+                         {"tags", tag_json},
+                         {"spec", meta.spec},
+                         {"config", meta.config},
+                         {"best_val_acc", meta.best_val_acc},
+                         {"best_epoch", meta.best_epoch},
+                         {"metrics", final_metrics(run_dir.string())}};
+    write_file_atomic((staging / "metadata.json").string(), md.dump(2) + "\n");
+    const fs::path final_dir = name_dir / std::to_string(version);
+    fs::rename(staging, final_dir, ec);
+    if (ec) throw Error("cannot rename " + staging.string() + " to " + final_dir.string() + ": " + ec.message());
+    return ModelVersion{name, version, final_dir.string(), md};
+  } catch (...) {
+    fs::remove_all(staging, ec);
+    throw;
+  }
+}
+
+std::vector<ModelVersion> Registry::list() const {
+  std::vector<ModelVersion> out;
+  std::error_code ec;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(root_, ec)) {
+    if (e.is_directory() && valid_name(e.path().filename().string())) names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  for (const auto& name : names) {
+    for (int64_t v : versions(name)) {
+      const std::string dir = (fs::path(root_) / name / std::to_string(v)).string();
+      nlohmann::json md;
+      try {
+        md = nlohmann::json::parse(read_file(dir + "/metadata.json"));
+      } catch (const std::exception& e) {
+        md = {{"error", e.what()}};
+      }
+      out.push_back(ModelVersion{name, v, dir, md});
+    }
+  }
+  return out;
+}
+
+ModelVersion Registry::resolve(const ModelRef& ref) const {
+  const std::vector<int64_t> have = versions(ref.name);
+  if (have.empty()) {
+    std::string known;
+    for (const auto& m : list()) {
+      if (known.find(m.name + " ") == std::string::npos) known += m.name + " ";
+    }
+    throw Error("no model named '" + ref.name + "' in the registry " + root_,
+                known.empty() ? "register one: ctrain-registry register " + ref.name + " outputs/model.pt"
+                              : "registered names: " + known);
+  }
+  const int64_t v = ref.version == 0 ? have.back() : ref.version;
+  if (std::find(have.begin(), have.end(), v) == have.end()) {
+    throw Error("model '" + ref.name + "' has no version " + std::to_string(v) + " in " + root_,
+                "versions: 1.." + std::to_string(have.back()) + " (ctrain-registry list)");
+  }
+  ModelVersion mv{ref.name, v, (fs::path(root_) / ref.name / std::to_string(v)).string(), {}};
+  const std::string md_path = mv.dir + "/metadata.json";
+  try {
+    mv.metadata = nlohmann::json::parse(read_file(md_path));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(md_path + " is not valid JSON: " + e.what());
+  }
+  if (!mv.metadata.contains("files") || !mv.metadata["files"].is_object() || !mv.metadata["files"].contains("model.pt")) {
+    throw Error(md_path + " lists no model.pt", "the version is damaged; register the model again");
+  }
+  for (const auto& [base, info] : mv.metadata["files"].items()) {
+    const std::string path = mv.dir + "/" + base;
+    if (!fs::is_regular_file(path)) throw Error(path + " is missing", "the version is damaged; register the model again");
+    const std::string want = info.value("sha256", "");
+    const std::string got = sha256_file(path);
+    if (got != want) {
+      throw Error(path + " fails its sha256 check (recorded " + want + ", now " + got + ")",
+                  "the file changed after registration; register the model again as a new version");
+    }
+  }
+  return mv;
+}
+
+}  // namespace ctrain::serve
