@@ -4,10 +4,13 @@ namespace ctrain::serve {
 
 DynamicBatcher::DynamicBatcher(Infer infer, BatcherOptions options, std::function<void(int64_t)> on_batch)
     : infer_(std::move(infer)), options_(options), on_batch_(std::move(on_batch)) {
-  if (options_.max_batch < 1) throw ConfigError("--max-batch must be >= 1");
-  if (!(options_.max_delay_ms >= 0)) throw ConfigError("--max-delay-ms must be >= 0");
-  if (options_.max_queue < 1) throw ConfigError("--max-queue must be >= 1");
-  worker_ = std::thread([this] { run(); });
+  if (options_.max_batch < 1 || options_.max_batch > 65536) throw ConfigError("--max-batch must be in 1..65536");
+  if (!(options_.max_delay_ms >= 0 && options_.max_delay_ms <= 60000)) {
+    throw ConfigError("--max-delay-ms must be in 0..60000");
+  }
+  if (options_.max_queue < 1 || options_.max_queue > (int64_t{1} << 24)) throw ConfigError("--max-queue must be in 1..16777216");
+  if (options_.instances < 1 || options_.instances > 64) throw ConfigError("--instances must be in 1..64");
+  for (int i = 0; i < options_.instances; ++i) workers_.emplace_back([this] { run(); });
 }
 
 DynamicBatcher::~DynamicBatcher() {
@@ -16,7 +19,7 @@ DynamicBatcher::~DynamicBatcher() {
     stopping_ = true;
   }
   cv_.notify_all();
-  worker_.join();
+  for (auto& w : workers_) w.join();
 }
 
 DynamicBatcher::Arrival DynamicBatcher::expect() {
@@ -30,7 +33,7 @@ void DynamicBatcher::arrived() {
     std::lock_guard<std::mutex> lock(mu_);
     --arriving_;
   }
-  cv_.notify_one();
+  cv_.notify_all();
 }
 
 std::future<torch::Tensor> DynamicBatcher::submit(torch::Tensor rows, Arrival* arrival) {
@@ -51,7 +54,7 @@ std::future<torch::Tensor> DynamicBatcher::submit(torch::Tensor rows, Arrival* a
     queued_rows_ += n;
     queue_.push_back(std::move(r));
   }
-  cv_.notify_one();
+  cv_.notify_all();
   return future;
 }
 

@@ -3,8 +3,10 @@
 // requests from many connections are stacked into one forward of up to `max_batch` rows,
 // waiting at most `max_delay_ms` after the first for company. It waits only while a request is
 // known to be on its way (announced with expect()): a lone client is answered at once, not
-// after max_delay_ms, and a crowd still fills its batches. One thread runs every forward,
-// so the model is never entered concurrently and the intra-op pool is not oversubscribed.
+// after max_delay_ms, and a crowd still fills its batches. `instances` threads (Triton's
+// instance count) take batches from the one queue and run forwards side by side: on a CPU a
+// convolutional net runs faster per image in two single-threaded batch-1 forwards than in
+// one large two-threaded one (benchmarks/RESULTS.md), so concurrency is a setting.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -14,6 +16,7 @@
 #include <future>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 
@@ -29,14 +32,16 @@ struct BatcherOptions {
   int64_t max_batch = 32;      // rows per forward (a larger single request runs alone)
   double max_delay_ms = 5.0;   // wait after the first queued request
   int64_t max_queue = 1024;    // rows waiting, beyond which submit() refuses
+  int instances = 1;           // threads running forwards concurrently
 };
 
 class DynamicBatcher {
  public:
-  // rows [N, ...] -> per-row outputs [N, ...]. `on_batch(rows)` is told each forward's size.
+  // rows [N, ...] -> per-row outputs [N, ...], called from `instances` threads at once.
+  // `on_batch(rows)` is told each forward's size (also from those threads).
   using Infer = std::function<torch::Tensor(const torch::Tensor&)>;
   DynamicBatcher(Infer infer, BatcherOptions options, std::function<void(int64_t)> on_batch = {});
-  // Finishes every request already queued, then joins the worker.
+  // Finishes every request already queued, then joins the workers.
   ~DynamicBatcher();
   DynamicBatcher(const DynamicBatcher&) = delete;
   DynamicBatcher& operator=(const DynamicBatcher&) = delete;
@@ -83,7 +88,7 @@ class DynamicBatcher {
   int64_t queued_rows_ = 0;
   int64_t arriving_ = 0;
   bool stopping_ = false;
-  std::thread worker_;
+  std::vector<std::thread> workers_;
 };
 
 }  // namespace ctrain::serve

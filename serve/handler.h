@@ -52,8 +52,8 @@ class Handler {
   // Returns [1, ...input_shape()]; throws BadInput naming `what` for bytes it cannot decode.
   torch::Tensor preprocess_image(const std::string& bytes, const std::string& what) const;
 
-  // Rows [N, ...input_shape()] -> softmax probabilities [N, classes] on the CPU. Not
-  // thread-safe: the dynamic batcher is its only caller in the service.
+  // Rows [N, ...input_shape()] -> softmax probabilities [N, classes] on the CPU. Safe from
+  // several threads at once: the module is in eval mode and inference writes no state.
   torch::Tensor infer(const torch::Tensor& rows);
 
   // Each row's most probable class.

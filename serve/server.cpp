@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <thread>
 
 namespace ctrain::serve {
 namespace {
@@ -51,9 +52,10 @@ std::string sha256(const std::string& s) {
 
 Server::Server(Handler& handler, ServeOptions options) : handler_(handler), options_(std::move(options)) {
   if (options_.port < 0 || options_.port > 65535) throw ConfigError("--port must be in 0..65535");
-  if (options_.max_body_mb < 1) throw ConfigError("--max-body-mb must be >= 1");
-  if (options_.http_threads < 1) throw ConfigError("--http-threads must be >= 1");
-  if (options_.timeout_s < 1) throw ConfigError("--timeout-s must be >= 1");
+  if (options_.max_body_mb < 1 || options_.max_body_mb > 65536) throw ConfigError("--max-body-mb must be in 1..65536");
+  if (options_.http_threads < 1 || options_.http_threads > 4096) throw ConfigError("--http-threads must be in 1..4096");
+  if (options_.timeout_s < 1 || options_.timeout_s > 3600) throw ConfigError("--timeout-s must be in 1..3600");
+  decode_slots_ = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   batcher_ = std::make_unique<DynamicBatcher>(
       [this](const torch::Tensor& rows) { return handler_.infer(rows); }, options_.batcher,
       [this](int64_t rows) { metrics_.batch(rows); });
@@ -158,6 +160,21 @@ void Server::score(const httplib::Request& req, httplib::Response& res) {
       }
       rows = handler_.preprocess_json(body["data"]);
     } else if (type == "image/jpeg" || type == "image/png") {
+      {
+        std::unique_lock<std::mutex> lock(decode_mu_);
+        decode_cv_.wait(lock, [&] { return decode_slots_ > 0; });
+        --decode_slots_;
+      }
+      struct Release {
+        Server* s;
+        ~Release() {
+          {
+            std::lock_guard<std::mutex> lock(s->decode_mu_);
+            ++s->decode_slots_;
+          }
+          s->decode_cv_.notify_one();
+        }
+      } release{this};
       rows = handler_.preprocess_image(req.body, "the request body (" + type + ")");
     } else {
       return error(res, 415, "Content-Type '" + type + "' is not accepted: send application/json, image/jpeg or image/png");

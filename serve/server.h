@@ -50,6 +50,11 @@ class Server {
   ServiceMetrics metrics_;
   std::unique_ptr<DynamicBatcher> batcher_;
   std::unique_ptr<httplib::Server> http_;
+  // Image decodes running at once, at most one per core: 64 connections decoding together
+  // would time-slice against the forward threads and thrash the caches.
+  std::mutex decode_mu_;
+  std::condition_variable decode_cv_;
+  int decode_slots_ = 1;
   int port_ = 0;
 };
 

@@ -11,6 +11,7 @@
 #include "apps/common/cli.h"
 #include "apps/common/serving.h"
 #include "core/fs.h"
+#include "data/decode.h"
 #include "data/idx.h"
 #include "serve/handler.h"
 
@@ -70,13 +71,14 @@ int run(int argc, char** argv) {
   app.add_option("--device", device, "cpu | cuda[:N]");
   app.add_option("--threads", threads, "intra-op CPU threads (0: LibTorch default)");
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
-  if (batch_size < 1) throw ctrain::ConfigError("--batch-size must be >= 1");
-  if (threads < 0) throw ctrain::ConfigError("--threads must be >= 0");
+  if (batch_size < 1 || batch_size > 65536) throw ctrain::ConfigError("--batch-size must be in 1..65536");
+  if (threads < 0 || threads > 1024) throw ctrain::ConfigError("--threads must be in 0..1024");
   for (const auto& in : inputs) {
     if (!fs::exists(in)) throw ctrain::ConfigError(in + ": no such file or folder");
   }
   const torch::Device dev = ctrain::apps::parse_serving_device(device);
   if (threads > 0) torch::set_num_threads(threads);
+  ctrain::data::use_single_threaded_backend();  // decoding between forwards; no pool of its own
   ctrain::apps::ServedModel served = ctrain::apps::open_served_model(model_arg, registry);
   ctrain::serve::Handler handler(std::move(served.model), dev);
 

@@ -11,11 +11,13 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <algorithm>
 #include <thread>
 
 #include "apps/common/cli.h"
 #include "apps/common/serving.h"
 #include "core/fs.h"
+#include "data/decode.h"
 #include "serve/server.h"
 
 namespace {
@@ -51,22 +53,38 @@ int run(int argc, char** argv) {
   app.add_option("--device", device, "cpu | cuda[:N]");
   app.add_option("--host", o.host, "address to bind (0.0.0.0: every interface)");
   app.add_option("--port", o.port, "TCP port (0: any free port, printed when ready)");
-  app.add_option("--max-batch,--max_batch", o.batcher.max_batch, "inputs per forward of the dynamic batcher");
+  o.batcher.max_batch = 0;
+  o.batcher.instances = 0;
+  app.add_option("--max-batch,--max_batch", o.batcher.max_batch, "inputs per forward of the dynamic batcher (0: 32, or 4 for a ResNet on the CPU)");
   app.add_option("--max-delay-ms,--max_delay_ms", o.batcher.max_delay_ms, "how long the first request of a batch waits for company");
   app.add_option("--max-queue,--max_queue", o.batcher.max_queue, "inputs waiting for a forward beyond which requests get 503");
-  app.add_option("--threads", threads, "intra-op CPU threads of the forward (0: LibTorch default)");
+  app.add_option("--instances", o.batcher.instances, "forwards run side by side, each on its own batch (0: 2 for a ResNet on a CPU with 2+ cores, else 1)");
+  app.add_option("--threads", threads, "intra-op CPU threads per forward (0: the cores / --instances)");
   app.add_option("--http-threads,--http_threads", o.http_threads, "connections served at once");
   app.add_option("--max-body-mb,--max_body_mb", o.max_body_mb, "largest request body in MB (413 beyond)");
   app.add_option("--timeout-s,--timeout_s", o.timeout_s, "seconds a client may stall mid-request before it is dropped");
   app.add_option("--api-key-file,--api_key_file", api_key_file, "require 'Authorization: Bearer <key>' (the file's one line) on every route but /health");
   app.add_flag("--access-log,--access_log", o.access_log, "one stderr line per request");
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
-  if (threads < 0) throw ctrain::ConfigError("--threads must be >= 0");
+  if (threads < 0 || threads > 1024) throw ctrain::ConfigError("--threads must be in 0..1024");
   if (!api_key_file.empty()) o.api_key = read_api_key(api_key_file);
   const torch::Device dev = ctrain::apps::parse_serving_device(device);
-  if (threads > 0) torch::set_num_threads(threads);
-
+  if (o.batcher.max_batch < 0) throw ctrain::ConfigError("--max-batch must be >= 1 (0: automatic)");
+  if (o.batcher.instances < 0) throw ctrain::ConfigError("--instances must be >= 1 (0: automatic)");
   ctrain::apps::ServedModel served = ctrain::apps::open_served_model(model_arg, registry);
+
+  // Measured on a 2-core CPU (benchmarks/RESULTS.md): a ResNet runs 2.4x more images/s in
+  // batches of 1 than of 32 there, and two single-threaded forwards side by side beat one
+  // two-threaded one; the MLP gains from large batches in one instance. On CUDA one
+  // instance, large batches.
+  const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const bool conv_on_cpu = dev.is_cpu() && served.model.spec.value("arch", "") != "mlp";
+  if (o.batcher.instances == 0) o.batcher.instances = conv_on_cpu ? std::min(2, cores) : 1;
+  if (o.batcher.max_batch == 0) o.batcher.max_batch = conv_on_cpu ? 4 : 32;
+  if (threads == 0 && dev.is_cpu()) threads = std::max(1, cores / o.batcher.instances);
+  if (threads > 0) torch::set_num_threads(threads);
+  ctrain::data::use_single_threaded_backend();  // images decode on the connection threads
+
   o.model_name = served.name;
   ctrain::serve::Handler handler(std::move(served.model), dev);
   ctrain::serve::Server server(handler, o);
@@ -86,6 +104,9 @@ int run(int argc, char** argv) {
   });
   std::printf("ctrain-serve: listening on http://%s:%d (model %s, %zu classes)\n", o.host.c_str(), server.port(),
               served.name.c_str(), handler.classes().size());
+  std::printf("ctrain-serve: %s, batches of up to %lld (waiting <= %g ms), %d instance(s) x %d thread(s)%s\n",
+              dev.str().c_str(), static_cast<long long>(o.batcher.max_batch), o.batcher.max_delay_ms,
+              o.batcher.instances, torch::get_num_threads(), o.api_key.empty() ? "" : ", API key required");
   std::fflush(stdout);
   server.serve();
   if (got == 0) {
