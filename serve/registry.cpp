@@ -11,8 +11,8 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
+#include <cctype>
 #include <fstream>
-#include <memory>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -77,18 +77,6 @@ int64_t read_last_version(const std::string& path) {
   return v;
 }
 
-void copy_file_synced(const std::string& from, const std::string& to) {
-  std::error_code ec;
-  fs::copy_file(from, to, fs::copy_options::overwrite_existing, ec);
-  if (ec) throw Error("cannot copy " + from + " to " + to + ": " + ec.message());
-  const int fd = ::open(to.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0 || ::fsync(fd) != 0) {
-    if (fd >= 0) ::close(fd);
-    throw Error("cannot sync " + to + ": " + std::strerror(errno));
-  }
-  ::close(fd);
-}
-
 // The run's last metrics line (its final epoch), or null without a metrics.jsonl.
 nlohmann::json final_metrics(const std::string& run_dir) {
   const std::string path = run_dir + "/metrics.jsonl";
@@ -117,20 +105,12 @@ ModelRef parse_model_ref(const std::string& text) {
   return ref;
 }
 
-std::string sha256_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot read " + path + ": " + std::strerror(errno));
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), &EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1) throw Error("OpenSSL: cannot start SHA-256");
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    if (in.gcount() > 0) EVP_DigestUpdate(ctx.get(), buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  if (in.bad()) throw Error("error reading " + path);
+std::string sha256_hex(std::string_view bytes) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
+  if (EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr) != 1) {
+    throw Error("OpenSSL: SHA-256 failed");
+  }
   static const char* kHex = "0123456789abcdef";
   std::string hex;
   for (unsigned i = 0; i < len; ++i) {
@@ -139,6 +119,8 @@ std::string sha256_file(const std::string& path) {
   }
   return hex;
 }
+
+std::string sha256_file(const std::string& path) { return sha256_hex(read_file(path)); }
 
 Registry::Registry(std::string root) : root_(std::move(root)) {}
 
@@ -189,19 +171,18 @@ ModelVersion Registry::register_model(const std::string& name, const std::string
   try {
     nlohmann::json file_meta = nlohmann::json::object();
     for (const auto& [base, from] : files) {
-      const std::string to = (staging / base).string();
-      copy_file_synced(from, to);
-      file_meta[base] = {{"sha256", sha256_file(to)}, {"bytes", fs::file_size(to)}};
+      // The bytes hashed are the bytes written: write_file_atomic syncs them to disk.
+      const std::string bytes = read_file(from);
+      write_file_atomic((staging / base).string(), bytes);
+      file_meta[base] = {{"sha256", sha256_hex(bytes)}, {"bytes", bytes.size()}};
     }
-    nlohmann::json tag_json = nlohmann::json::object();
-    for (const auto& [k, v] : tags) tag_json[k] = v;
     nlohmann::json md = {{"name", name},
                          {"version", version},
                          {"created", utc_now()},
                          {"source", source.string()},
                          {"run_dir", run_dir.string()},
                          {"files", file_meta},
-                         {"tags", tag_json},
+                         {"tags", nlohmann::json(tags)},
                          {"spec", meta.spec},
                          {"config", meta.config},
                          {"best_val_acc", meta.best_val_acc},

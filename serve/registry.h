@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -34,7 +35,9 @@ struct ModelVersion {
   std::string model_path() const { return dir + "/model.pt"; }
 };
 
-// Hex SHA-256 of a file's bytes (OpenSSL's EVP); throws ctrain::Error naming the path.
+// Hex SHA-256 (64 characters) of `bytes`, by OpenSSL's EVP.
+std::string sha256_hex(std::string_view bytes);
+// Hex SHA-256 of a file's bytes; throws ctrain::Error naming the path.
 std::string sha256_file(const std::string& path);
 
 class Registry {

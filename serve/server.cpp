@@ -2,13 +2,14 @@
 
 #include <httplib.h>
 #include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <thread>
+
+#include "serve/registry.h"  // sha256_hex
 
 namespace ctrain::serve {
 namespace {
@@ -41,13 +42,6 @@ std::string media_type(const std::string& header) {
   return t;
 }
 
-std::string sha256(const std::string& s) {
-  unsigned char d[EVP_MAX_MD_SIZE];
-  unsigned int n = 0;
-  EVP_Digest(s.data(), s.size(), d, &n, EVP_sha256(), nullptr);
-  return std::string(reinterpret_cast<char*>(d), n);
-}
-
 }  // namespace
 
 Server::Server(Handler& handler, ServeOptions options) : handler_(handler), options_(std::move(options)) {
@@ -70,14 +64,14 @@ Server::Server(Handler& handler, ServeOptions options) : handler_(handler), opti
   http->set_keep_alive_max_count(1000);
   http->set_keep_alive_timeout(5);
 
-  const std::string key_digest = options_.api_key.empty() ? "" : sha256(options_.api_key);
+  const std::string key_digest = options_.api_key.empty() ? "" : sha256_hex(options_.api_key);
   http->set_pre_routing_handler([this, key_digest](const httplib::Request& req, httplib::Response& res) {
     if (key_digest.empty() || req.path == "/health") return httplib::Server::HandlerResponse::Unhandled;
     const std::string auth = req.get_header_value("Authorization");
     const std::string given = auth.rfind("Bearer ", 0) == 0 ? auth.substr(7) : std::string();
     // Digests of equal length compared in constant time: neither the key nor its length
     // leaks through the time a wrong guess takes.
-    const std::string d = sha256(given);
+    const std::string d = sha256_hex(given);
     if (auth.empty() || CRYPTO_memcmp(d.data(), key_digest.data(), d.size()) != 0) {
       res.set_header("WWW-Authenticate", "Bearer");
       error(res, 401, auth.empty() ? "missing Authorization: Bearer <key>" : "wrong API key");

@@ -125,6 +125,13 @@ int run(int argc, char** argv) {
       const std::string labels_path = labels_beside(in);
       std::vector<uint8_t> labels;
       if (!labels_path.empty()) labels = ctrain::data::read_idx(labels_path, 1).bytes;
+      for (uint8_t l : labels) {
+        if (l >= handler.classes().size()) {
+          throw ctrain::Error(labels_path + " has label " + std::to_string(l) + ", but the model has " +
+                                  std::to_string(handler.classes().size()) + " classes",
+                              "score it with the model trained on this data set");
+        }
+      }
       int64_t correct = 0;
       for (int64_t at = 0; at < n; at += batch_size) {
         const int64_t m = std::min(batch_size, n - at);

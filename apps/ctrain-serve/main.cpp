@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <algorithm>
+#include <atomic>
 #include <thread>
 
 #include "apps/common/cli.h"
@@ -91,7 +92,7 @@ int run(int argc, char** argv) {
 
   // The server then finishes the requests in flight. A 0 byte from main ends the thread when
   // the server stopped otherwise.
-  int got = 0;
+  std::atomic<int> got{0};
   std::thread signals([&] {
     unsigned char b = 0;
     while (::read(g_signal_pipe[0], &b, 1) < 0 && errno == EINTR) {

@@ -247,11 +247,14 @@ int connect_to(int port) {
   return fd;
 }
 
-std::string read_all(int fd) {
-  std::string out;
+// Everything until the peer closes; false if recv failed instead (SO_RCVTIMEO ran out).
+bool read_all(int fd, std::string* out = nullptr) {
   char buf[4096];
-  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) out.append(buf, static_cast<size_t>(n));
-  return out;
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) {
+    if (out) out->append(buf, static_cast<size_t>(n));
+  }
+  return n == 0;
 }
 
 // SIGTERM while a request is half sent: no new connections, the request is answered, exit 0.
@@ -275,7 +278,8 @@ TEST_F(ServeCli, SigtermFinishesTheRequestInFlightAndExitsZero) {
   }, 10)) << "still accepting connections after SIGTERM";
   const std::string rest = body.substr(body.size() / 2);
   ASSERT_EQ(::send(fd, rest.data(), rest.size(), 0), static_cast<ssize_t>(rest.size()));
-  const std::string answer = read_all(fd);
+  std::string answer;
+  EXPECT_TRUE(read_all(fd, &answer));
   ::close(fd);
   EXPECT_EQ(answer.rfind("HTTP/1.1 200", 0), 0u) << answer;
   EXPECT_NE(answer.find("\"predictions\""), std::string::npos) << answer;
@@ -295,10 +299,12 @@ TEST_F(ServeCli, ASlowClientTimesOutWithoutHoldingOthersUp) {
   const auto res = svc.client().Post("/score", json_body(torch::zeros({1, 784})), "application/json");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
-  const auto start = std::chrono::steady_clock::now();
-  read_all(fd);  // returns when the server closes the connection
+  // The server must close the stalled connection itself; the client's own 60 s receive
+  // timeout only keeps a broken server from hanging the test.
+  timeval limit{60, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof(limit));
+  EXPECT_TRUE(read_all(fd)) << "the stalled connection was never closed by the server";
   ::close(fd);
-  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 30.0);
 }
 
 TEST_F(ServeCli, RegisteredVersionsServeByNameAndAChangedFileIsRefused) {
