@@ -191,7 +191,7 @@ CheckpointMeta checkpoint_load(const std::string& path, torch::nn::Module& modul
       ar.read("rng_cpu", rng);
       at::Generator gen = at::detail::getDefaultCPUGenerator();
       std::lock_guard<std::mutex> lock(gen.mutex());
-      gen.set_state(rng);
+      gen.set_state(rng.to(torch::kCPU));  // the archive maps tensors to the model's device
     }
     return meta;
   } catch (const c10::Error& e) {

@@ -16,7 +16,7 @@ mkdir -p "$deps"
 for f in "$kit"/debs/*.deb; do dpkg -x "$f" "$deps" 2>/dev/null || (cd "$deps" && ar p "$f" data.tar.xz | tar xJ); done
 python3 -c 'import torch' 2>/dev/null || { echo "node-build: python3 has no torch: put the PyTorch installation's python3 first on PATH" >&2; exit 1; }
 torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
-export CMAKE_PREFIX_PATH="$torch_prefix;$deps/usr"
+export CMAKE_PREFIX_PATH="$torch_prefix:$deps/usr"  # the variable is :-separated on Unix
 export GTEST_SOURCE_DIR=$deps/usr/src/googletest
 export EXTRA_INCLUDE_DIR=$deps/usr/include
 export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 kit=.nodekit
 rm -rf "$kit" && mkdir -p "$kit/debs" "$kit/data"
 (cd "$kit/debs" && apt-get download libcli11-dev nlohmann-json3-dev googletest libgloo-dev \
-  libonnx-dev libonnx1 libprotobuf-dev libprotobuf32 protobuf-compiler libprotoc32)
+  libonnx-dev libonnx1 libonnxifi libprotobuf-dev libprotobuf32 protobuf-compiler libprotoc32)
 if [ -d /usr/share/datasets/fashion-mnist ]; then
   cp /usr/share/datasets/fashion-mnist/*.gz "$kit/data/"
 else

@@ -90,40 +90,43 @@ TEST(LaunchTest, UsageErrors) {
 class DistributedMnistTest : public ctrain::testing::SyntheticMnistSuite {
  protected:
   static std::string mnist(const std::string& args) {
+    // On the CPU (Gloo) wherever a GPU exists too; the CUDA cases below say their device.
     return mnist_on_data("--learning-rate 0.05 --momentum 0.5 " + args);
+  }
+  static std::string mnist_cpu(const std::string& args) { return mnist("--device cpu " + args);
   }
 };
 
 TEST_F(DistributedMnistTest, SameGlobalBatchSameWeights) {
   // 1 x 64 == 2 ranks x 32 == 2 ranks x 16 x accumulate 2 == 1 x 32 x accumulate 2,
   // up to the order of float reductions.
-  auto r = run_command(mnist("--epochs 2 --batch-size 64 --output-dir " + (out_ / "one")));
+  auto r = run_command(mnist_cpu("--epochs 2 --batch-size 64 --output-dir " + (out_ / "one")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(launch(2, mnist("--epochs 2 --batch-size 32 --output-dir " + (out_ / "two"))));
+  r = run_command(launch(2, mnist_cpu("--epochs 2 --batch-size 32 --output-dir " + (out_ / "two"))));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("[rank 0] distributed: rank 0/2"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("global batch 64"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("[rank 1] 0 -- Training"), std::string::npos) << "only rank 0 reports";
-  r = run_command(launch(2, mnist("--epochs 2 --batch-size 16 --accumulate 2 --output-dir " + (out_ / "acc2"))));
+  r = run_command(launch(2, mnist_cpu("--epochs 2 --batch-size 16 --accumulate 2 --output-dir " + (out_ / "acc2"))));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  r = run_command(mnist("--epochs 2 --batch-size 32 --accumulate 2 --output-dir " + (out_ / "acc1")));
+  r = run_command(mnist_cpu("--epochs 2 --batch-size 32 --accumulate 2 --output-dir " + (out_ / "acc1")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto one = ctrain::testing::mlp_params(out_ / "one/model.pt");
   EXPECT_LT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "two/model.pt")), 1e-5);
   EXPECT_LT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "acc2/model.pt")), 1e-5);
   EXPECT_LT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "acc1/model.pt")), 1e-5);
   // A different global batch really differs (the comparisons above can fail).
-  r = run_command(mnist("--epochs 2 --batch-size 32 --output-dir " + (out_ / "b32")));
+  r = run_command(mnist_cpu("--epochs 2 --batch-size 32 --output-dir " + (out_ / "b32")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_GT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "b32/model.pt")), 1e-3);
 }
 
 TEST_F(DistributedMnistTest, RestartedGroupResumesAndFinishesLikeAnUninterruptedRun) {
-  auto r = run_command(launch(2, mnist("--epochs 3 --batch-size 32 --output-dir " + (out_ / "ref"))));
+  auto r = run_command(launch(2, mnist_cpu("--epochs 3 --batch-size 32 --output-dir " + (out_ / "ref"))));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // Attempt 0 trains 2 of 3 epochs (checkpoints written), then rank 1 fails; attempt 1 must
   // resume from epoch 1's checkpoint and train only the last epoch.
-  const std::string run = mnist("--batch-size 32 --output-dir " + (out_ / "restart"));
+  const std::string run = mnist_cpu("--batch-size 32 --output-dir " + (out_ / "restart"));
   const std::string prog =
       "sh -c 'if [ $TORCHELASTIC_RESTART_COUNT = 0 ]; then " + run +
       " --epochs 2 || exit 1; [ $RANK = 1 ] && exit 9; exit 0; fi; exec " + run + " --epochs 3'";
@@ -142,10 +145,35 @@ TEST_F(DistributedMnistTest, Mpirun) {
   const auto r = run_command(
       "mpirun --allow-run-as-root --oversubscribe -np 2 -x MASTER_PORT=" +
       std::to_string(free_port()) + " " +
-      mnist("--epochs 1 --batch-size 32 --output-dir " + (out_ / "mpi")));
+      mnist_cpu("--epochs 1 --batch-size 32 --output-dir " + (out_ / "mpi")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("OMPI_COMM_WORLD_RANK (Open MPI)"), std::string::npos) << r.output;
   EXPECT_TRUE(fs::exists(out_ / "mpi/model.pt"));
+}
+
+// On a GPU node (skipped elsewhere): two ranks on one GPU reduce CUDA tensors through Gloo and
+// end where one process with the whole batch ends; NCCL runs at world size 1 (one GPU cannot
+// hold two NCCL ranks, which ctrain refuses by name).
+TEST_F(DistributedMnistTest, GlooOnCudaTensorsAndNcclAtWorldSizeOne) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device here";
+  auto r = run_command(mnist("--device cuda --epochs 2 --batch-size 64 --output-dir " + (out_ / "one")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(launch(2, mnist("--device cuda --dist-backend gloo --epochs 2 --batch-size 32 --output-dir " +
+                                  (out_ / "two"))));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("gloo over"), std::string::npos) << r.output;
+  const auto one = ctrain::testing::mlp_params(out_ / "one/model.pt");
+  EXPECT_LT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "two/model.pt")), 1e-5);
+  r = run_command(launch(1, mnist("--device cuda --dist-backend nccl --epochs 2 --batch-size 64 --output-dir " +
+                                  (out_ / "nccl"))));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("nccl"), std::string::npos) << r.output;
+  EXPECT_LT(max_abs_diff(one, ctrain::testing::mlp_params(out_ / "nccl/model.pt")), 1e-5);
+  if (torch::cuda::device_count() == 1) {
+    r = run_command(launch(2, mnist("--device cuda --dist-backend nccl --epochs 1 --output-dir " + (out_ / "x"))));
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("2 ranks on this node but 1 GPU"), std::string::npos) << r.output;
+  }
 }
 
 }  // namespace

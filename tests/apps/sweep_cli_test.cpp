@@ -28,8 +28,11 @@ namespace fs = std::filesystem;
 
 // Fashion-MNIST as Debian's dataset-fashion-mnist installs it (make deps).
 std::string fashion() {
-  const char* env = std::getenv("CTRAIN_FASHION_MNIST");
-  return env ? env : "/usr/share/datasets/fashion-mnist";
+  // CTRAIN_FASHION_MNIST, else FASHION_MNIST_DIR (what scripts/node-build.sh exports on a GPU node).
+  for (const char* name : {"CTRAIN_FASHION_MNIST", "FASHION_MNIST_DIR"}) {
+    if (const char* env = std::getenv(name)) return env;
+  }
+  return "/usr/share/datasets/fashion-mnist";
 }
 
 class SweepTest : public ctrain::testing::SyntheticMnistSuite {

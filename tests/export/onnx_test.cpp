@@ -87,11 +87,12 @@ TEST(OnnxExportTest, ResNetsMatchLibTorchWithDynamicBatch) {
 }
 
 TEST(OnnxExportTest, PythonOnnxChecksTheFile) {
-  if (run_command("/usr/bin/python3 -c 'import onnx'").exit_code != 0) GTEST_SKIP() << "python3-onnx missing";
+  const std::string py = ctrain::testing::python_with("onnx");
+  if (py.empty()) GTEST_SKIP() << "no python3 with onnx (python3-onnx)";
   TempDir dir;
   models::ResNet m(models::ResNetOptions{"resnet18", 3});
   export_onnx(*m, {{"arch", "resnet18"}, {"image_size", 32}}, dir / "r.onnx");
-  const auto r = run_command("/usr/bin/python3 -c \"import onnx; m = onnx.load('" + (dir / "r.onnx") +
+  const auto r = run_command(py + " -c \"import onnx; m = onnx.load('" + (dir / "r.onnx") +
                              "'); onnx.checker.check_model(m, full_check=True); print('checked', m.graph.output[0].name)\"");
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("checked logits"), std::string::npos) << r.output;

@@ -62,12 +62,11 @@ TEST(ResNetTest, NewHeadAndFrozenBackbone) {
 // The parity test: torchvision (Debian's python3-torchvision) writes weights, an input batch and
 // its logits; ctrain loads the weights by name and must produce the same logits.
 TEST(ResNetTest, LogitsMatchTorchvision) {
-  if (run_command("/usr/bin/python3 -c 'import torchvision'").exit_code != 0) {
-    GTEST_SKIP() << "python3-torchvision is not installed";
-  }
+  const std::string py = ctrain::testing::python_with("torchvision");
+  if (py.empty()) GTEST_SKIP() << "no python3 with torchvision (python3-torchvision)";
   for (const std::string arch : {"resnet18", "resnet50"}) {
     TempDir dir;
-    const auto r = run_command("/usr/bin/python3 " + std::string(CTRAIN_SOURCE_DIR) +
+    const auto r = run_command(py + " " + std::string(CTRAIN_SOURCE_DIR) +
                                "/tests/models/make_resnet_fixture.py " + arch + " 5 " +
                                dir.path().string());
     ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -189,6 +189,16 @@ inline std::vector<torch::Tensor> mlp_params(const std::string& path) {
 
 inline std::string bin(const std::string& name) { return std::string(CTRAIN_BIN_DIR) + "/" + name; }
 
+// The first Python that imports `modules` (e.g. "torchvision" or "onnx, google.protobuf"):
+// Debian's /usr/bin/python3, else the python3 on PATH (a GPU node's venv has torch there and
+// its /usr/bin/python3 has none). Empty when neither does; the caller skips, naming the module.
+inline std::string python_with(const std::string& modules) {
+  for (const std::string py : {"/usr/bin/python3", "python3"}) {
+    if (run_command(py + " -c 'import " + modules + "' 2>/dev/null").exit_code == 0) return py;
+  }
+  return "";
+}
+
 // `ctrain-launch --nproc-per-node N` on a fresh port, followed by `rest` (options, program).
 inline std::string launch_cmd(int nproc, const std::string& rest) {
   return bin("ctrain-launch") + " --nproc-per-node " + std::to_string(nproc) + " --master-port " +

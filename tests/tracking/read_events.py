@@ -34,7 +34,7 @@ def main() -> int:
     assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
     proto, files = sys.argv[1], sys.argv[2:]
     out = tempfile.mkdtemp()
-    subprocess.run(["protoc", "-I", os.path.dirname(proto), "--python_out", out, proto], check=True)
+    subprocess.run([os.environ.get("PROTOC", "protoc"), "-I", os.path.dirname(proto), "--python_out", out, proto], check=True)
     sys.path.insert(0, out)
     pb = importlib.import_module(os.path.basename(proto).replace(".proto", "_pb2"))
     for path in files:

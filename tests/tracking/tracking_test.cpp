@@ -36,9 +36,13 @@ TEST(Crc32cTest, KnownVectors) {
   EXPECT_EQ(crc32c(up.data(), 32), 0x46DD794Eu);
 }
 
+// The reader's Python (with google.protobuf), or "" to skip.
+std::string reader_python() { return ctrain::testing::python_with("google.protobuf"); }
+
 std::vector<nlohmann::json> read_events(const std::vector<std::string>& files, int* code) {
-  std::string cmd = "/usr/bin/python3 " + std::string(CTRAIN_SOURCE_DIR) + "/tests/tracking/read_events.py " +
-                    CTRAIN_SOURCE_DIR + "/tracking/tensorboard.proto";
+  // CTRAIN_PROTOC: the protoc CMake found (on a GPU node it is not on PATH).
+  std::string cmd = "PROTOC=" CTRAIN_PROTOC " " + reader_python() + " " + std::string(CTRAIN_SOURCE_DIR) +
+                    "/tests/tracking/read_events.py " + CTRAIN_SOURCE_DIR + "/tracking/tensorboard.proto";
   for (const auto& f : files) cmd += " " + f;
   const auto r = run_command(cmd + " 2>&1");
   *code = r.exit_code;
@@ -64,6 +68,7 @@ class EventFileTest : public ctrain::testing::SyntheticMnistSuite {};
 
 TEST_F(EventFileTest, AnIndependentReaderSeesTheNumbersOfMetricsJsonl) {
   if (!ctrain::tracking::event_files_available()) GTEST_SKIP() << "built without protobuf/protoc: no event files";
+  if (reader_python().empty()) GTEST_SKIP() << "no python3 with google.protobuf (python3-protobuf)";
   const std::string run = mnist_on_data("--threads 1 --no-onnx --log-interval 4 --output-dir " + (out_ / "o"));
   auto r = run_command(run + " --epochs 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
