@@ -48,6 +48,9 @@ struct TrainConfig {
   // --amp: "off", "bf16" (autocast; CPU and CUDA) or "fp16" (autocast + dynamic loss scaling
   // with GradScaler's rules; CUDA only).
   std::string amp = "off";
+  // --channels-last: 4-D weights, gradients and input batches in NHWC, the layout cuDNN's
+  // tensor-core convolutions use without transposes (ctrain-birds: on by default on CUDA).
+  bool channels_last = false;
   OptimConfig optim;
   CheckpointConfig checkpoint;
   DistConfig dist;

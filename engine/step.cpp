@@ -103,6 +103,16 @@ void zero_grad_to_none(torch::optim::Optimizer& opt) {
   }
 }
 
+void to_channels_last(torch::nn::Module& module) {
+  torch::NoGradGuard no_grad;
+  for (auto& t : module.parameters()) {
+    if (t.dim() == 4) t.set_data(t.data().contiguous(at::MemoryFormat::ChannelsLast));
+  }
+  for (auto& t : module.buffers()) {
+    if (t.dim() == 4) t.set_data(t.data().contiguous(at::MemoryFormat::ChannelsLast));
+  }
+}
+
 // ---- the step -----------------------------------------------------------------------------
 
 TrainStep::TrainStep(Model& model, torch::optim::Optimizer& optimizer,
@@ -129,7 +139,10 @@ TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor
   // B = micro-batch size. input: [B, ...] float, target: [B] int64, both copied into the
   // step's own buffers (reallocated only when the shape changes: the last, shorter batch).
   if (!input_.defined() || input_.sizes() != input.sizes()) {
-    input_ = torch::empty(input.sizes(), input.options().device(device_));
+    const auto opts = input.options().device(device_);
+    input_ = options_.channels_last && input.dim() == 4
+                 ? torch::empty(input.sizes(), opts, at::MemoryFormat::ChannelsLast)
+                 : torch::empty(input.sizes(), opts);
     target_ = torch::empty(target.sizes(), target.options().device(device_));
   }
   input_.copy_(input, /*non_blocking=*/true);

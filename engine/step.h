@@ -26,8 +26,13 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
 // leaves it alone rather than moving it by momentum and weight decay.
 void zero_grad_to_none(torch::optim::Optimizer& opt);
 
+// --channels-last: every 4-D parameter and buffer of `module` becomes NHWC in place (same
+// values, same tensors; call before the optimizer and DDP take them).
+void to_channels_last(torch::nn::Module& module);
+
 struct StepOptions {
   Amp amp = Amp::kOff;
+  bool channels_last = false;  // 4-D input batches go into an NHWC buffer
   // Called with the detached loss after the forward, before the backward; false drops this
   // micro-batch and its accumulation cycle (no backward, no update). Used by --on-nan skip,
   // whose check must agree on every rank.

@@ -74,8 +74,9 @@ Runtime init_runtime(const TrainConfig& cfg, const distributed::DistFlags& flags
 
 // Mean loss and accuracy of `model` over one pass of `data` (epoch 0 order), without grad.
 // With a process group, each rank passes its shard and the figures are global.
+// `channels_last`: 4-D batches go in as NHWC (for a model made so by to_channels_last).
 EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device,
-                   distributed::ProcessGroup* pg = nullptr);
+                   distributed::ProcessGroup* pg = nullptr, bool channels_last = false);
 
 // Trains cfg.epochs epochs in total (resuming when asked, or when a launcher restarted the
 // group), evaluating on `val` after each, checkpointing per cfg.checkpoint and writing

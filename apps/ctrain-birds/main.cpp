@@ -12,6 +12,7 @@
 #include "apps/common/cli.h"
 #include "apps/common/models.h"
 #include "data/image_folder.h"
+#include "data/synthetic.h"
 #include "engine/checkpoint.h"
 #include "engine/trainer.h"
 #include "models/resnet.h"
@@ -33,6 +34,8 @@ struct BirdsArgs {
   bool full_decode = false;
   int image_size = 224;
   int64_t max_image_pixels = ctrain::data::kDefaultMaxImagePixels;
+  int64_t synthetic = 0;   // --synthetic-data N: random images instead of --data-dir
+  int channels_last = -1;  // --channels-last / --no-channels-last; -1: on for CUDA
 };
 
 // --pretrained: a safetensors file (torchvision/timm names) or a ctrain checkpoint. The
@@ -56,7 +59,7 @@ void load_pretrained(const BirdsArgs& a, ctrain::models::ResNet& net, int64_t cl
 }
 
 // The first validation batch: real images to check the exported model against LibTorch.
-torch::Tensor onnx_sample(ctrain::data::ImageFolderSource& val) {
+torch::Tensor onnx_sample(ctrain::data::BatchSource& val) {
   val.start_epoch(0);
   return val.next()->input;
 }
@@ -81,7 +84,15 @@ int run(int argc, char** argv) {
   CLI::App app{"ctrain-birds: fine-tune a ResNet on an image folder (data_dir/{train,val}/<class>/*)"};
   // A repeated flag takes its last value, as argparse does in the reference scripts.
   app.option_defaults()->always_capture_default()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  app.add_option("--data-dir,--data_dir", a.data_dir, "folder with train/ and val/ image folders")->required();
+  app.add_option("--data-dir,--data_dir", a.data_dir, "folder with train/ and val/ image folders (required)");
+  app.add_option("--synthetic-data,--synthetic_data", a.synthetic,
+                 "train on N random images (and N/10 for validation) instead of --data-dir, as torchvision's "
+                 "FakeData: the model's speed without the input pipeline");
+  bool channels_last_on = false, channels_last_off = false;
+  auto* cl_on = app.add_flag("--channels-last,--channels_last", channels_last_on,
+                             "NHWC weights and batches (the default on CUDA)");
+  app.add_flag("--no-channels-last,--no_channels_last", channels_last_off, "NCHW (the default on CPU)")
+      ->excludes(cl_on);
   app.add_option("--num-epochs,--num_epochs,--epochs", cfg.epochs, "total epochs");
   app.add_option("--learning-rate,--learning_rate", cfg.optim.learning_rate, "SGD learning rate");
   app.add_option("--batch-size,--batch_size", a.batch_size, "mini-batch size per process");
@@ -103,46 +114,72 @@ int run(int argc, char** argv) {
   if (int code = ctrain::apps::add_common_flags_and_parse(app, cfg, dist, no_onnx, argc, argv); code >= 0) {
     return code;
   }
+  if (channels_last_on || channels_last_off) a.channels_last = channels_last_on ? 1 : 0;
   if (a.image_size < 16) throw ctrain::ConfigError("--image-size must be at least 16");
   if (a.batch_size <= 0) throw ctrain::ConfigError("--batch-size must be positive");
   if (a.workers < 0) throw ctrain::ConfigError("--workers must be >= 0 (0: decode on the training thread)");
   if (a.prefetch < 1) throw ctrain::ConfigError("--prefetch must be >= 1");
   if (a.max_image_pixels < 0) throw ctrain::ConfigError("--max-image-pixels must be >= 0 (0: no limit)");
+  if (a.synthetic < 0) throw ctrain::ConfigError("--synthetic-data must be >= 0 (0: read --data-dir)");
+  if (a.data_dir.empty() == (a.synthetic == 0)) {
+    throw ctrain::ConfigError(a.synthetic == 0 ? "--data-dir is required: the folder with train/ and val/"
+                                               : "--data-dir and --synthetic-data are exclusive: pick one");
+  }
   if (!ctrain::models::is_resnet_arch(a.arch)) {
     throw ctrain::ConfigError("--arch must be resnet18, resnet34 or resnet50, got '" + a.arch + "'");
   }
 
   // Data first: bad folders fail before anything in --output-dir is touched.
-  auto train_idx = ctrain::data::index_image_folder(a.data_dir + "/train");
-  auto val_idx = ctrain::data::index_image_folder(a.data_dir + "/val");
-  ctrain::data::check_val_classes(train_idx, val_idx);
-  const auto classes = train_idx.classes;
+  std::vector<std::string> classes = {"class0", "class1"};  // --synthetic-data
+  std::optional<ctrain::data::ImageFolderIndex> train_idx, val_idx;
+  if (a.synthetic == 0) {
+    train_idx = ctrain::data::index_image_folder(a.data_dir + "/train");
+    val_idx = ctrain::data::index_image_folder(a.data_dir + "/val");
+    ctrain::data::check_val_classes(*train_idx, *val_idx);
+    classes = train_idx->classes;
+  }
   const int64_t n_classes = static_cast<int64_t>(classes.size());
   ctrain::engine::Runtime rt = ctrain::engine::init_runtime(cfg, dist);
   const int64_t rank = rt.launch.rank, world = rt.launch.world_size;
+  cfg.channels_last = a.channels_last < 0 ? rt.device.is_cuda() : a.channels_last == 1;
+  // cuDNN tries the convolution algorithms for each new shape once and keeps the fastest, as
+  // torch.backends.cudnn.benchmark = True does; a training run has only two or three shapes.
+  if (rt.device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
 
-  ctrain::data::LoaderOptions lo;
-  lo.batch_size = a.batch_size;
-  lo.workers = a.workers;
-  lo.prefetch_batches = a.prefetch;
-  lo.cache_decoded = a.cache_decoded;
-  lo.skip_bad_images = a.skip_bad;
-  lo.pin_memory = rt.device.is_cuda();
-  lo.reduced_decode = !a.full_decode;
-  lo.max_image_pixels = a.max_image_pixels;
-  lo.seed = static_cast<uint64_t>(cfg.seed);
   ctrain::data::ImageTransform train_tf, val_tf;
   train_tf.size = val_tf.size = a.image_size;
   val_tf.mode = ctrain::data::Augment::kEval;
   val_tf.resize = a.image_size * 256 / 224;
-  const int64_t n_train = static_cast<int64_t>(train_idx.samples.size());
-  const int64_t n_val = static_cast<int64_t>(val_idx.samples.size());
-  ctrain::data::ImageFolderSource train_data(
-      std::move(train_idx), train_tf,
-      ctrain::data::ShardSampler(n_train, rank, world, cfg.seed, /*shuffle=*/true), lo);
-  ctrain::data::ImageFolderSource val_data(
-      std::move(val_idx), val_tf,
-      ctrain::data::ShardSampler(n_val, rank, world, cfg.seed, /*shuffle=*/false, /*pad=*/false), lo);
+  std::unique_ptr<ctrain::data::BatchSource> train_src, val_src;
+  int64_t n_train = a.synthetic, n_val = std::max<int64_t>(1, a.synthetic / 10);
+  if (a.synthetic > 0) {
+    const auto seed = static_cast<uint64_t>(cfg.seed);
+    train_src = std::make_unique<ctrain::data::SyntheticSource>(n_train, a.batch_size, a.image_size, n_classes,
+                                                                rank, world, seed, rt.device);
+    val_src = std::make_unique<ctrain::data::SyntheticSource>(n_val, a.batch_size, a.image_size, n_classes,
+                                                              rank, world, seed + 1, rt.device);
+  } else {
+    ctrain::data::LoaderOptions lo;
+    lo.batch_size = a.batch_size;
+    lo.workers = a.workers;
+    lo.prefetch_batches = a.prefetch;
+    lo.cache_decoded = a.cache_decoded;
+    lo.skip_bad_images = a.skip_bad;
+    lo.pin_memory = rt.device.is_cuda();
+    lo.reduced_decode = !a.full_decode;
+    lo.max_image_pixels = a.max_image_pixels;
+    lo.seed = static_cast<uint64_t>(cfg.seed);
+    n_train = static_cast<int64_t>(train_idx->samples.size());
+    n_val = static_cast<int64_t>(val_idx->samples.size());
+    train_src = std::make_unique<ctrain::data::ImageFolderSource>(
+        std::move(*train_idx), train_tf,
+        ctrain::data::ShardSampler(n_train, rank, world, cfg.seed, /*shuffle=*/true), lo);
+    val_src = std::make_unique<ctrain::data::ImageFolderSource>(
+        std::move(*val_idx), val_tf,
+        ctrain::data::ShardSampler(n_val, rank, world, cfg.seed, /*shuffle=*/false, /*pad=*/false), lo);
+  }
+  ctrain::data::BatchSource& train_data = *train_src;
+  ctrain::data::BatchSource& val_data = *val_src;
 
   if (a.data_only) {  // the diagnostic for starving GPUs: how fast is the input pipeline alone?
     for (int64_t e = 0; e < cfg.epochs; ++e) {
@@ -166,7 +203,7 @@ int run(int argc, char** argv) {
        {"image_size", a.image_size}, {"mean", train_tf.mean}, {"std", train_tf.stdev}}};
 
   ctrain::engine::TrainHooks hooks;
-  hooks.app_config = {{"data_dir", a.data_dir}, {"batch_size", a.batch_size},
+  hooks.app_config = {{"data_dir", a.data_dir}, {"synthetic_data", a.synthetic}, {"batch_size", a.batch_size},
                       {"pretrained", a.pretrained}, {"freeze_backbone", a.freeze_backbone}};
   hooks.on_epoch = [](const ctrain::engine::EpochStats& s) {
     std::printf("Epoch %lld/%lld\n----------\n", static_cast<long long>(s.epoch),
@@ -178,8 +215,9 @@ int run(int argc, char** argv) {
   if (rt.is_rank0()) {
     std::printf("ctrain-birds: %s, %lld classes (", a.arch.c_str(), static_cast<long long>(n_classes));
     for (size_t i = 0; i < classes.size(); ++i) std::printf("%s%s", i ? ", " : "", classes[i].c_str());
-    std::printf("), %lld train / %lld val images, device %s\n", static_cast<long long>(n_train),
-                static_cast<long long>(n_val), rt.device.str().c_str());
+    std::printf("), %lld train / %lld val %simages, device %s%s\n", static_cast<long long>(n_train),
+                static_cast<long long>(n_val), a.synthetic > 0 ? "synthetic " : "", rt.device.str().c_str(),
+                cfg.channels_last ? ", channels-last" : "");
     if (rt.launch.is_distributed()) {
       std::printf("distributed: %s, %s\n", rt.launch.describe().c_str(), rt.pg ? rt.pg->transport().c_str() : "");
     }
@@ -191,10 +229,10 @@ int run(int argc, char** argv) {
     std::printf("Best val Acc: %.4f\n", r.best_val_acc);
     if (!no_onnx) ctrain::apps::export_final_model(model, cfg.output_dir, onnx_sample(val_data));
     ctrain::apps::write_run_report(cfg.output_dir);
-    if (train_data.bad_images() + val_data.bad_images() > 0) {
-      std::printf("skipped unreadable images: %lld\n",
-                  static_cast<long long>(train_data.bad_images() + val_data.bad_images()));
-    }
+    const auto* tf = dynamic_cast<const ctrain::data::ImageFolderSource*>(train_src.get());
+    const auto* vf = dynamic_cast<const ctrain::data::ImageFolderSource*>(val_src.get());
+    const int64_t bad = (tf ? tf->bad_images() : 0) + (vf ? vf->bad_images() : 0);
+    if (bad > 0) std::printf("skipped unreadable images: %lld\n", static_cast<long long>(bad));
   }
   return 0;
 }

@@ -86,8 +86,9 @@ std::vector<BadFlag> table() {
   add(ints("ctrain-birds", "--image-size", "8"));
   add(ints("ctrain-birds", "--max-image-pixels", "-1"));  // 0: no limit
   add(choice("ctrain-birds", "--arch"));
+  add(ints("ctrain-birds", "--synthetic-data", "-1"));  // 0: read --data-dir
   for (const char* f : {"--freeze-backbone", "--skip-bad-images", "--cache-decoded", "--full-decode",
-                        "--data-only"}) {
+                        "--data-only", "--channels-last", "--no-channels-last"}) {
     add(boolean("ctrain-birds", f));
   }
   add({{"ctrain-birds", "--data-dir", "/ctrain-no-such-dir", 1, "/ctrain-no-such-dir", ""},

@@ -10,6 +10,7 @@
 #include "core/torch_error.h"
 #include "engine/checkpoint.h"
 #include "models/mlp.h"
+#include "tracking/report.h"
 
 namespace {
 
@@ -94,6 +95,39 @@ TEST(NoDecoderBuildTest, BirdsRefusesImagesSayingWhy) {
   EXPECT_NE(r.output.find("0.jpg: this ctrain was built without an image decoder (OpenCV)"), std::string::npos)
       << r.output;
   EXPECT_NE(r.output.find("-DCTRAIN_WITH_OPENCV=ON"), std::string::npos) << r.output;
+}
+
+// --synthetic-data: ctrain-birds without an image folder (any build, OpenCV or not), as the
+// GPU benchmarks run it. NHWC (--channels-last) ends where NCHW does, on the same batches.
+TEST(BirdsSyntheticTest, TrainsWithoutAFolderAndChannelsLastMatchesContiguous) {
+  ctrain::testing::TempDir dir;
+  const std::string base = bin("ctrain-birds") + " --synthetic-data 16 --batch-size 8 --image-size 32 "
+                           "--epochs 2 --device cpu --no-onnx --output-dir ";
+  auto r = run_command(base + (dir / "nhwc") + " --channels-last");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("16 train / 1 val synthetic images, device cpu, channels-last"), std::string::npos)
+      << r.output;
+  r = run_command(base + (dir / "nchw") + " --no-channels-last");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("channels-last"), std::string::npos) << r.output;
+  EXPECT_EQ(ctrain::tracking::read_jsonl(dir / "nhwc/metrics.jsonl").size(), 2u);
+  const auto a = ctrain::engine::checkpoint_tensors(dir / "nhwc/model.pt");
+  const auto b = ctrain::engine::checkpoint_tensors(dir / "nchw/model.pt");
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) {
+    EXPECT_TRUE(torch::allclose(t.to(torch::kFloat64), b.at(name).to(torch::kFloat64), 1e-3, 1e-4)) << name;
+  }
+  // Another seed's images train other weights: the comparison above can fail.
+  r = run_command(base + (dir / "seed") + " --no-channels-last --seed 5");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(torch::allclose(ctrain::engine::checkpoint_tensors(dir / "seed/model.pt").at("fc.weight"),
+                               b.at("fc.weight"), 1e-3, 1e-4));
+  r = run_command(bin("ctrain-birds") + " --epochs 1");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--data-dir is required"), std::string::npos) << r.output;
+  r = run_command(base + (dir / "x") + " --data-dir " + dir.path().string());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--data-dir and --synthetic-data are exclusive"), std::string::npos) << r.output;
 }
 
 TEST_F(MnistCliTest, HelpExitsZero) {

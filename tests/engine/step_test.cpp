@@ -54,6 +54,40 @@ TEST(TrainStepTest, IsForwardLossBackwardAndOptimizerStep) {
   EXPECT_EQ(step.correct().item<int64_t>(), correct);
 }
 
+// --channels-last: the same values in NHWC. Three steps of a small conv net match the
+// contiguous run (up to the convolutions' summation order), and the weights, their
+// gradients and the step's input buffer stay NHWC.
+TEST(TrainStepTest, ChannelsLastTrainsLikeContiguous) {
+  auto conv_model = [](bool channels_last) {
+    torch::manual_seed(7);
+    auto net = torch::nn::Sequential(torch::nn::Conv2d(torch::nn::Conv2dOptions(3, 8, 3).padding(1)),
+                                     torch::nn::BatchNorm2d(8), torch::nn::ReLU(),
+                                     torch::nn::AdaptiveAvgPool2d(1), torch::nn::Flatten(), torch::nn::Linear(8, 3));
+    if (channels_last) to_channels_last(*net.ptr());
+    return Model{net.ptr(), [net](const torch::Tensor& x) mutable { return net->forward(x); }, {{"arch", "conv"}}};
+  };
+  Model a = conv_model(false), b = conv_model(true);
+  const torch::Tensor w = b.module->parameters()[0];
+  ASSERT_TRUE(w.is_contiguous(at::MemoryFormat::ChannelsLast));
+  ASSERT_FALSE(w.is_contiguous()) << "precondition: NHWC differs from NCHW for this weight";
+  auto opt_a = make_optimizer(sgd(), a.module->parameters());
+  auto opt_b = make_optimizer(sgd(), b.module->parameters());
+  StepOptions cl;
+  cl.channels_last = true;
+  TrainStep step_a(a, *opt_a, nullptr, torch::kCPU, {}), step_b(b, *opt_b, nullptr, torch::kCPU, cl);
+  for (int i = 0; i < 3; ++i) {
+    auto g = at::detail::createCPUGenerator(20 + i);
+    const torch::Tensor x = torch::randn({6, 3, 10, 10}, g), y = torch::randint(0, 3, {6}, g);
+    const auto ra = step_a.run(x, y, true, true), rb = step_b.run(x, y, true, true);
+    EXPECT_NEAR(ra.loss.item<float>(), rb.loss.item<float>(), 1e-5) << "step " << i;
+  }
+  EXPECT_TRUE(w.is_contiguous(at::MemoryFormat::ChannelsLast)) << "the optimizer kept the layout";
+  EXPECT_TRUE(w.grad().is_contiguous(at::MemoryFormat::ChannelsLast));
+  const auto pa = a.module->parameters(), pb = b.module->parameters();
+  for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::allclose(pa[i], pb[i], 1e-4, 1e-5)) << "param " << i;
+  EXPECT_FALSE(torch::equal(pa[0], conv_model(false).module->parameters()[0])) << "the steps moved the weights";
+}
+
 TEST(TrainStepTest, TwoAccumulatedMicroBatchesEqualTheirConcatenation) {
   Model a = mlp_model(2), b = mlp_model(2);
   auto opt_a = make_optimizer(sgd(), a.module->parameters());
