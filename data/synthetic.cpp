@@ -5,8 +5,9 @@
 namespace ctrain::data {
 
 SyntheticSource::SyntheticSource(int64_t samples, int64_t batch_size, int64_t image_size, int64_t classes,
-                                 int64_t rank, int64_t world, uint64_t seed, torch::Device device)
-    : batch_size_(batch_size), local_((samples + world - 1) / world) {
+                                 int64_t rank, int64_t world, uint64_t seed, torch::Device device, bool pad)
+    : batch_size_(batch_size),
+      local_(ShardSampler(samples, rank, world, seed, /*shuffle=*/false, pad).samples_per_rank()) {
   if (samples <= 0 || batch_size <= 0 || image_size <= 0 || classes <= 0 || world <= 0) {
     throw ConfigError("synthetic data needs positive samples, batch size, image size and classes");
   }

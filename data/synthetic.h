@@ -6,15 +6,17 @@
 #include <torch/torch.h>
 
 #include "data/batch.h"
+#include "data/sampler.h"
 
 namespace ctrain::data {
 
 class SyntheticSource : public BatchSource {
  public:
-  // `samples` in the whole job; each of `world` ranks takes ceil(samples / world), padded as
-  // ShardSampler pads, in batches of `batch_size` (the last one shorter).
+  // `samples` in the whole job, shared out among ranks as ShardSampler shares them (`pad`: as
+  // for training; without it, as for evaluation), in batches of `batch_size` (the last one
+  // shorter).
   SyntheticSource(int64_t samples, int64_t batch_size, int64_t image_size, int64_t classes,
-                  int64_t rank, int64_t world, uint64_t seed, torch::Device device);
+                  int64_t rank, int64_t world, uint64_t seed, torch::Device device, bool pad = true);
   void start_epoch(int64_t) override { next_ = 0; }
   std::optional<Batch> next() override;
   int64_t batches_per_epoch() const override { return (local_ + batch_size_ - 1) / batch_size_; }

@@ -105,11 +105,10 @@ void zero_grad_to_none(torch::optim::Optimizer& opt) {
 
 void to_channels_last(torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
-  for (auto& t : module.parameters()) {
-    if (t.dim() == 4) t.set_data(t.data().contiguous(at::MemoryFormat::ChannelsLast));
-  }
-  for (auto& t : module.buffers()) {
-    if (t.dim() == 4) t.set_data(t.data().contiguous(at::MemoryFormat::ChannelsLast));
+  for (const auto& tensors : {module.parameters(), module.buffers()}) {
+    for (auto t : tensors) {
+      if (t.dim() == 4) t.set_data(t.data().contiguous(at::MemoryFormat::ChannelsLast));
+    }
   }
 }
 

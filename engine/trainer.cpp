@@ -351,8 +351,10 @@ EvalStats evaluate(Model& model, data::BatchSource& data, torch::Device device,
   int64_t samples = 0;
   while (auto batch = data.next()) {
     throw_if_stopped("during evaluation");
-    torch::Tensor x = batch->input.to(device, /*non_blocking=*/true);
-    if (channels_last && x.dim() == 4) x = x.contiguous(at::MemoryFormat::ChannelsLast);
+    // One copy: to the device and, with channels_last, into NHWC at once.
+    const torch::Tensor x = batch->input.to(
+        torch::TensorOptions().device(device), /*non_blocking=*/true, /*copy=*/false,
+        channels_last && batch->input.dim() == 4 ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Preserve);
     const torch::Tensor y = batch->target.to(device, /*non_blocking=*/true);
     const torch::Tensor logits = model.forward(x);
     loss_sum += torch::nn::functional::cross_entropy(

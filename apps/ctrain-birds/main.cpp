@@ -157,7 +157,7 @@ int run(int argc, char** argv) {
     train_src = std::make_unique<ctrain::data::SyntheticSource>(n_train, a.batch_size, a.image_size, n_classes,
                                                                 rank, world, seed, rt.device);
     val_src = std::make_unique<ctrain::data::SyntheticSource>(n_val, a.batch_size, a.image_size, n_classes,
-                                                              rank, world, seed + 1, rt.device);
+                                                              rank, world, seed + 1, rt.device, /*pad=*/false);
   } else {
     ctrain::data::LoaderOptions lo;
     lo.batch_size = a.batch_size;

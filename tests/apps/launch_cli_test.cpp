@@ -93,8 +93,7 @@ class DistributedMnistTest : public ctrain::testing::SyntheticMnistSuite {
     // On the CPU (Gloo) wherever a GPU exists too; the CUDA cases below say their device.
     return mnist_on_data("--learning-rate 0.05 --momentum 0.5 " + args);
   }
-  static std::string mnist_cpu(const std::string& args) { return mnist("--device cpu " + args);
-  }
+  static std::string mnist_cpu(const std::string& args) { return mnist("--device cpu " + args); }
 };
 
 TEST_F(DistributedMnistTest, SameGlobalBatchSameWeights) {
