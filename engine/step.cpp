@@ -118,6 +118,9 @@ TrainStep::TrainStep(Model& model, torch::optim::Optimizer& optimizer,
                      distributed::DistributedDataParallel* ddp, torch::Device device,
                      StepOptions options)
     : model_(model), optimizer_(optimizer), ddp_(ddp), device_(device), options_(std::move(options)),
+      // DDP launches its allreduces from autograd hooks, and autocast works through the
+      // dispatcher's autograd-aware kernels: both keep the autograd path.
+      manual_grad_(model.train_forward && model.backward && ddp == nullptr && options_.amp == Amp::kOff),
       params_(model.module->parameters()) {
   if (options_.amp == Amp::kFp16) {
     if (!device_.is_cuda()) {
@@ -133,43 +136,87 @@ void TrainStep::reset_correct() {
   correct_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
 }
 
+// cross_entropy(logits, target) as LibTorch computes it (1.13 and 2.x): nll_loss over
+// log_softmax(logits, 1), mean reduction, no class weights, ignore_index -100. Keeps what
+// manual_backward() needs; no autograd graph.
+torch::Tensor TrainStep::manual_loss(const torch::Tensor& logits) {
+  torch::NoGradGuard no_grad;
+  log_probs_ = at::_log_softmax(logits, 1, /*half_to_float=*/false);
+  torch::Tensor loss;
+  std::tie(loss, total_weight_) =
+      at::nll_loss_forward(log_probs_, target_, {}, at::Reduction::Mean, /*ignore_index=*/-100);
+  return loss;
+}
+
+// What (loss / accumulate).backward() does: the gradient flows back through the division,
+// nll_loss_backward and _log_softmax_backward_data to the logits, and the model takes it from
+// there. The seed is computed as autograd's DivBackward computes it, so the bits agree.
+void TrainStep::manual_backward(int64_t accumulate) {
+  torch::NoGradGuard no_grad;
+  if (loss_grad_accumulate_ != accumulate) {
+    const torch::Tensor one = torch::ones({}, log_probs_.options());
+    loss_grad_ = accumulate > 1 ? one / static_cast<double>(accumulate) : one;
+    loss_grad_accumulate_ = accumulate;
+  }
+  torch::Tensor grad = at::nll_loss_backward(loss_grad_, log_probs_, target_, {}, at::Reduction::Mean,
+                                             /*ignore_index=*/-100, total_weight_);
+  grad = at::_log_softmax_backward_data(grad, log_probs_, 1, log_probs_.scalar_type());
+  model_.backward(grad);
+}
+
 TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor& target,
                                  bool first, bool last, int64_t accumulate) {
   // B = micro-batch size. input: [B, ...] float, target: [B] int64, both copied into the
-  // step's own buffers (reallocated only when the shape changes: the last, shorter batch).
-  if (!input_.defined() || input_.sizes() != input.sizes()) {
-    const auto opts = input.options().device(device_);
-    input_ = options_.channels_last && input.dim() == 4
-                 ? torch::empty(input.sizes(), opts, at::MemoryFormat::ChannelsLast)
-                 : torch::empty(input.sizes(), opts);
-    target_ = torch::empty(target.sizes(), target.options().device(device_));
+  // step's own buffers (reallocated only when the shape changes: the last, shorter batch),
+  // which give them fixed addresses on a GPU (for a CUDA graph) and the NHWC layout with
+  // --channels-last. A CPU batch that needs neither is used as it is: the copy would cost
+  // about 2% of an MNIST step.
+  const bool nhwc = options_.channels_last && input.dim() == 4;
+  if (device_.is_cpu() && input.device() == device_ && target.device() == device_ && !nhwc) {
+    input_ = input;
+    target_ = target;
+  } else {
+    if (!input_.defined() || input_.sizes() != input.sizes() || input_.device() != device_) {
+      const auto opts = input.options().device(device_);
+      input_ = nhwc ? torch::empty(input.sizes(), opts, at::MemoryFormat::ChannelsLast)
+                    : torch::empty(input.sizes(), opts);
+      target_ = torch::empty(target.sizes(), target.options().device(device_));
+    }
+    input_.copy_(input, /*non_blocking=*/true);
+    target_.copy_(target, /*non_blocking=*/true);
   }
-  input_.copy_(input, /*non_blocking=*/true);
-  target_.copy_(target, /*non_blocking=*/true);
 
   Result r;
   if (first) zero_grad_to_none(optimizer_);
   if (ddp_) ddp_->sync_buffers();  // BatchNorm statistics follow rank 0's, as in PyTorch
-  torch::Tensor logits;
-  {
+  torch::Tensor logits, loss;
+  if (manual_grad_) {
+    logits = model_.train_forward(input_);
+    loss = manual_loss(logits);
+  } else {
     std::optional<AutocastGuard> autocast;
     if (options_.amp != Amp::kOff) {
       autocast.emplace(device_.type(), options_.amp == Amp::kBf16 ? at::kBFloat16 : at::kHalf);
     }
     logits = model_.forward(input_);
+    autocast.reset();
+    // The loss in float whatever the autocast dtype, as autocast's fp32 list has it.
+    loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), target_);
   }
-  // The loss in float whatever the autocast dtype, as autocast's fp32 list has it.
-  const torch::Tensor loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), target_);
   r.loss = loss.detach();
   if (options_.accept && !options_.accept(r.loss)) {
     zero_grad_to_none(optimizer_);  // the cycle's accumulated gradients go with it
     r.accepted = false;
     return r;
   }
-  if (ddp_) ddp_->prepare(last);
-  torch::Tensor to_backward = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
-  if (scaler_) to_backward = scaler_->scale_loss(to_backward);
-  to_backward.backward();
+  if (manual_grad_) {
+    manual_backward(accumulate);
+  } else {
+    if (ddp_) ddp_->prepare(last);
+    torch::Tensor to_backward = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
+    if (scaler_) to_backward = scaler_->scale_loss(to_backward);
+    to_backward.backward();
+  }
   if (last) {
     if (ddp_) ddp_->finish();  // waits for the bucket allreduces: grads are now averaged
     bool found_inf = false;

@@ -62,6 +62,9 @@ int run(int argc, char** argv) {
       mlp.ptr(), [mlp](const torch::Tensor& x) mutable { return mlp->forward(x); },
       {{"arch", "mlp"}, {"in_features", mo.in_features}, {"hidden1", mo.hidden1},
        {"hidden2", mo.hidden2}, {"num_classes", mo.num_classes}}};
+  auto manual = std::make_shared<ctrain::models::MlpManualGrad>(mlp);
+  model.train_forward = [manual](const torch::Tensor& x) { return manual->forward(x); };
+  model.backward = [manual](const torch::Tensor& g) { manual->backward(g); };
 
   // --batch-size is per process: the global batch is world_size x batch size.
   ctrain::data::TensorBatchSource train_data(

@@ -3,6 +3,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "../support/fixtures.h"
 #include "apps/common/cli.h"
@@ -198,6 +199,37 @@ TEST_F(MnistCliTest, Bf16AutocastTrainsLikeFp32AndFp16NeedsCuda) {
   const auto fp16 = run_command(mnist("--epochs 1 --no-onnx --amp fp16 --device cpu --output-dir " + (out_ / "fp16")));
   EXPECT_EQ(fp16.exit_code, 2) << fp16.output;
   EXPECT_NE(fp16.output.find("--amp fp16 needs a CUDA device"), std::string::npos) << fp16.output;
+}
+
+// The accuracy trajectory of the PyTorch script (benchmarks/mnist_peer.py: the same MLP, data
+// order, batch and SGD in Python) for the same seed: equal accuracies in every epoch. ctrain
+// trains the MLP with its hand-written backward (Model::backward), so this also holds that to
+// PyTorch, not only to ctrain's autograd path.
+TEST_F(MnistCliTest, TrajectoryEqualsThePyTorchScripts) {
+  const std::string py = ctrain::testing::python_with("torch");
+  if (py.empty()) GTEST_SKIP() << "no python3 with torch";
+  const auto r = run_command(mnist("--epochs 3 --device cpu --no-onnx --output-dir " + (out_ / "o")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto peer = run_command(py + " " + CTRAIN_SOURCE_DIR + "/benchmarks/mnist_peer.py --epochs 3 --threads 1 --data-folder " +
+                                data_->path().string() + " 2>&1");
+  ASSERT_EQ(peer.exit_code, 0) << peer.output;
+  std::vector<nlohmann::json> theirs;
+  std::istringstream lines(peer.output);
+  for (std::string line; std::getline(lines, line);) {
+    if (!line.empty() && line[0] == '{') theirs.push_back(nlohmann::json::parse(line));
+  }
+  const auto ours = ctrain::tracking::read_jsonl(out_ / "o/metrics.jsonl");
+  ASSERT_EQ(ours.size(), 3u);
+  ASSERT_EQ(theirs.size(), 3u) << peer.output;
+  for (size_t e = 0; e < ours.size(); ++e) {
+    EXPECT_EQ(ours[e]["training_acc"].get<double>(), theirs[e]["training_acc"].get<double>()) << "epoch " << e;
+    // The script takes its validation mean in float32: equal counts, up to that rounding.
+    EXPECT_NEAR(ours[e]["validation_acc"].get<double>(), theirs[e]["validation_acc"].get<double>(), 1e-6) << "epoch " << e;
+    // The epoch's mean loss is summed in another order on each side.
+    EXPECT_NEAR(ours[e]["train_loss"].get<double>(), theirs[e]["train_loss"].get<double>(),
+                1e-5 * theirs[e]["train_loss"].get<double>()) << "epoch " << e;
+  }
+  EXPECT_GT(ours.back()["validation_acc"].get<double>(), 0.3) << "the run learned something";
 }
 
 TEST_F(MnistCliTest, ResumeIsBitIdenticalAcrossProcesses) {

@@ -54,6 +54,47 @@ TEST(TrainStepTest, IsForwardLossBackwardAndOptimizerStep) {
   EXPECT_EQ(step.correct().item<int64_t>(), correct);
 }
 
+// Model::backward (the MLP's gradients by hand) in place of autograd: the same losses, correct
+// counts and parameters, bitwise, through SGD with momentum and weight decay, accumulation of
+// two micro-batches, a shorter batch and a micro-batch that --on-nan skip drops.
+TEST(TrainStepTest, ManualBackwardIsBitwiseAutograd) {
+  torch::manual_seed(4);
+  models::Mlp net(models::MlpOptions{12, 8, 6, 3});
+  Model manual{net.ptr(), [net](const torch::Tensor& x) mutable { return net->forward(x); }, {{"arch", "mlp"}}};
+  auto grads = std::make_shared<models::MlpManualGrad>(net);
+  manual.train_forward = [grads](const torch::Tensor& x) { return grads->forward(x); };
+  manual.backward = [grads](const torch::Tensor& g) { grads->backward(g); };
+  Model autograd = mlp_model(4);
+  auto opt_m = make_optimizer(sgd(), manual.module->parameters());
+  auto opt_a = make_optimizer(sgd(), autograd.module->parameters());
+  StepOptions o;
+  o.accept = [](const torch::Tensor& loss) { return loss.isfinite().item<bool>(); };
+  TrainStep step_m(manual, *opt_m, nullptr, torch::kCPU, o), step_a(autograd, *opt_a, nullptr, torch::kCPU, o);
+  struct Micro {
+    int64_t size, accumulate;
+    bool first, last, nan;
+  };
+  const std::vector<Micro> plan{{16, 1, true, true, false}, {8, 2, true, false, false},
+                                {8, 2, false, true, false}, {16, 1, true, true, true},
+                                {5, 1, true, true, false}, {16, 3, true, false, false},
+                                {16, 3, false, false, false}, {16, 3, false, true, false}};
+  for (size_t i = 0; i < plan.size(); ++i) {
+    auto [x, y] = batch(plan[i].size, 30 + i);
+    if (plan[i].nan) x = x * std::numeric_limits<float>::quiet_NaN();
+    const auto rm = step_m.run(x, y, plan[i].first, plan[i].last, plan[i].accumulate);
+    const auto ra = step_a.run(x, y, plan[i].first, plan[i].last, plan[i].accumulate);
+    EXPECT_EQ(rm.accepted, ra.accepted) << "micro-batch " << i;
+    EXPECT_EQ(rm.updated, ra.updated) << "micro-batch " << i;
+    EXPECT_TRUE(torch::equal(rm.loss, ra.loss) || plan[i].nan) << "micro-batch " << i;
+    const auto pm = manual.module->parameters(), pa = autograd.module->parameters();
+    for (size_t k = 0; k < pa.size(); ++k) {
+      EXPECT_TRUE(torch::equal(pm[k], pa[k])) << "param " << k << " after micro-batch " << i;
+    }
+  }
+  EXPECT_EQ(step_m.correct().item<int64_t>(), step_a.correct().item<int64_t>());
+  EXPECT_GT(step_m.correct().item<int64_t>(), 0);
+}
+
 // --channels-last: the same values in NHWC. Three steps of a small conv net match the
 // contiguous run (up to the convolutions' summation order), and the weights, their
 // gradients and the step's input buffer stay NHWC.
