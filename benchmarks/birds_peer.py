@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """The PyTorch peer of ctrain-birds: the transfer-learning tutorial's pipeline and training
 loop (torchvision ImageFolder + DataLoader with PIL decoding, RandomResizedCrop, flip,
-Normalize; ResNet-18, SGD momentum 0.9). --data-only iterates the training loader alone.
+Normalize; ResNet-18, SGD momentum 0.9). --data-only iterates the training loader alone;
+--in-process transforms the samples in this process without a DataLoader (one thread).
 Prints one JSON line per epoch with images/s of the training part."""
 import argparse, json, time
 
@@ -19,8 +20,11 @@ def main():
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--data-only", action="store_true")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of the training process")
+    p.add_argument("--in-process", action="store_true",
+                   help="with --data-only: transform the samples in this process, one by one (no DataLoader)")
     a = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     tf = transforms.Compose([
         transforms.RandomResizedCrop(a.image_size), transforms.RandomHorizontalFlip(),
         transforms.ToTensor(), transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
@@ -29,6 +33,16 @@ def main():
                                          num_workers=a.workers, persistent_workers=a.workers > 0)
     model = torchvision.models.resnet18(num_classes=len(ds.classes))
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
+    if a.in_process:  # the pipeline per thread: no DataLoader worker process, no collation
+        for epoch in range(a.epochs):
+            order = torch.randperm(len(ds)).tolist()
+            t0 = time.perf_counter()
+            for i in order:
+                ds[i]
+            s = time.perf_counter() - t0
+            print(json.dumps({"epoch": epoch, "images": len(order), "seconds": s,
+                              "images_per_sec": len(order) / s}), flush=True)
+        return
     for epoch in range(a.epochs):
         n, t0 = 0, time.perf_counter()
         model.train()

@@ -23,6 +23,25 @@ Image decode_image(const std::string& path);
 // result is ceil(height/reduce) x ceil(width/reduce).
 Image decode_bytes(const std::string& bytes, const std::string& path, int reduce = 1);
 
+// A rectangle of a decoded image: its rows [top, top + img.height) and columns
+// [left, left + img.width), in the pixels of the (scaled) image.
+struct ImageRegion {
+  Image img;
+  int top = 0, left = 0;
+};
+
+// Decodes only the part of a JPEG that a crop needs, at 1/reduce scale (reduce in {1, 2, 4, 8};
+// the scaled image is ceil(h/reduce) x ceil(w/reduce)), into `out`, whose buffer is reused.
+// Rows above the rectangle are skipped without their IDCT, rows below it are not decoded, and
+// columns outside it are cropped. `out` covers the rectangle and a few pixels more on each
+// side (libjpeg-turbo also widens a crop to whole iMCU columns): its top, left and size say
+// where it lies. Inside the rectangle the pixels equal those of a whole decode at the same
+// scale, RGB, EXIF orientation ignored. Returns false, leaving `out` alone,
+// where this build or this file needs the whole-image decoder instead (no libjpeg-turbo; CMYK
+// JPEGs). Throws ctrain::Error naming `path` for a corrupt file or a rectangle outside it.
+bool decode_jpeg_region(const std::string& bytes, const std::string& path, int reduce, int top,
+                        int left, int height, int width, ImageRegion* out);
+
 // Size of a JPEG from its header (SOF marker) without decoding; false if not a JPEG or the
 // header cannot be parsed. The size is the stored one: EXIF orientation is not applied (nor
 // is it by the decoder above, as PIL does not apply it).
@@ -38,5 +57,9 @@ void use_single_threaded_backend();
 // Bilinear resize to (height, width), antialiased when shrinking (area averaging), as
 // torchvision's PIL-based Resize is.
 Image resize_image(const Image& src, int height, int width);
+// The same for the rectangle of `src` at (top, left) of height x width, read in place (no
+// crop copy), into `out` (its buffer is reused).
+void resize_rect(const Image& src, int top, int left, int height, int width, int out_height,
+                 int out_width, Image* out);
 
 }  // namespace ctrain::data

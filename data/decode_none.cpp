@@ -18,5 +18,6 @@ Image decode_image(const std::string& path) { no_decoder(path); }
 Image decode_bytes(const std::string&, const std::string& path, int) { no_decoder(path); }
 void use_single_threaded_backend() {}
 Image resize_image(const Image&, int, int) { no_decoder("resize"); }
+void resize_rect(const Image&, int, int, int, int, int, int, Image*) { no_decoder("resize"); }
 
 }  // namespace ctrain::data

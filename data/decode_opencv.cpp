@@ -45,14 +45,21 @@ Image decode_bytes(const std::string& bytes, const std::string& path, int reduce
 
 Image resize_image(const Image& src, int height, int width) {
   Image out;
-  out.height = height;
-  out.width = width;
-  out.rgb.resize(static_cast<size_t>(height) * width * 3);
-  cv::Mat in(src.height, src.width, CV_8UC3, const_cast<uint8_t*>(src.rgb.data()));
-  cv::Mat dst(height, width, CV_8UC3, out.rgb.data());
-  const bool shrink = height < src.height || width < src.width;
-  cv::resize(in, dst, cv::Size(width, height), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
+  resize_rect(src, 0, 0, src.height, src.width, height, width, &out);
   return out;
+}
+
+void resize_rect(const Image& src, int top, int left, int height, int width, int out_height,
+                 int out_width, Image* out) {
+  out->height = out_height;
+  out->width = out_width;
+  out->rgb.resize(static_cast<size_t>(out_height) * out_width * 3);
+  // A view of the rectangle: cv::resize reads only inside it, as if it were the whole image.
+  const cv::Mat in = cv::Mat(src.height, src.width, CV_8UC3, const_cast<uint8_t*>(src.rgb.data()))(
+      cv::Rect(left, top, width, height));
+  cv::Mat dst(out_height, out_width, CV_8UC3, out->rgb.data());
+  const bool shrink = out_height < height || out_width < width;
+  cv::resize(in, dst, cv::Size(out_width, out_height), 0, 0, shrink ? cv::INTER_AREA : cv::INTER_LINEAR);
 }
 
 }  // namespace ctrain::data

@@ -74,61 +74,75 @@ int reduction_for(const Plan& p, const ImageTransform& t, int height, int width)
   return 1;
 }
 
-// Renders `img` (decoded at 1/reduce of height x width) into out[3][size][size].
-void render(const Image& img, int reduce, const Plan& p, const ImageTransform& t, float* out) {
-  if (img.height < 1 || img.width < 1 ||
-      img.rgb.size() != static_cast<size_t>(img.height) * img.width * 3) {
-    throw Error("decoded image is empty or inconsistent (" + std::to_string(img.height) + "x" +
-                std::to_string(img.width) + ")");
-  }
-  Image src;
-  CropBox box = p.box;
-  if (t.mode == Augment::kTrain) {
-    if (reduce > 1) {  // the box in reduced pixels, kept inside the decoded image
-      box.top = std::clamp(p.box.top / reduce, 0, img.height - 1);
-      box.left = std::clamp(p.box.left / reduce, 0, img.width - 1);
-      box.height = std::clamp(py_round(static_cast<double>(p.box.height) / reduce), 1, img.height - box.top);
-      box.width = std::clamp(py_round(static_cast<double>(p.box.width) / reduce), 1, img.width - box.left);
-    }
-  } else {
-    src = resize_image(img, p.resize_h, p.resize_w);
-  }
-  const Image& from = t.mode == Augment::kTrain ? img : src;
-  // The plan was made from the header's size; a crop outside the pixels actually decoded
-  // would be a wild read, so it is an error instead.
-  if (box.top < 0 || box.left < 0 || box.height < 1 || box.width < 1 ||
-      box.top + box.height > from.height || box.left + box.width > from.width) {
-    throw Error("crop " + std::to_string(box.height) + "x" + std::to_string(box.width) + " at (" +
-                std::to_string(box.top) + ", " + std::to_string(box.left) +
-                ") lies outside the decoded " + std::to_string(from.height) + "x" +
-                std::to_string(from.width) + " image");
-  }
-  // Crop (a copy of the box's rows), then resize the crop to the output size.
-  Image crop;
-  crop.height = box.height;
-  crop.width = box.width;
-  crop.rgb.resize(static_cast<size_t>(box.height) * box.width * 3);
-  for (int y = 0; y < box.height; ++y) {
-    const uint8_t* row = from.rgb.data() + (static_cast<size_t>(box.top + y) * from.width + box.left) * 3;
-    std::copy(row, row + static_cast<size_t>(box.width) * 3, crop.rgb.data() + static_cast<size_t>(y) * box.width * 3);
-  }
-  const Image res = (crop.height == t.size && crop.width == t.size) ? crop : resize_image(crop, t.size, t.size);
-  const size_t plane = static_cast<size_t>(t.size) * t.size;
+// The training crop box in the pixels of the image decoded at 1/reduce scale (scaled_h x
+// scaled_w), kept inside it.
+CropBox scale_box(const CropBox& b, int reduce, int scaled_h, int scaled_w) {
+  if (reduce == 1) return b;
+  CropBox s;
+  s.top = std::clamp(b.top / reduce, 0, scaled_h - 1);
+  s.left = std::clamp(b.left / reduce, 0, scaled_w - 1);
+  s.height = std::clamp(py_round(static_cast<double>(b.height) / reduce), 1, scaled_h - s.top);
+  s.width = std::clamp(py_round(static_cast<double>(b.width) / reduce), 1, scaled_w - s.left);
+  return s;
+}
+
+// ToTensor + Normalize (+ the flip) of the size x size RGB pixels at `px` (rows `stride` bytes
+// apart) into out[3][size][size].
+void normalize_into(const uint8_t* px, size_t stride, bool flip, const ImageTransform& t, float* out) {
+  const int size = t.size;
+  const size_t plane = static_cast<size_t>(size) * size;
   float scale[3], shift[3];
   for (int c = 0; c < 3; ++c) {
     scale[c] = 1.0f / (255.0f * t.stdev[c]);
     shift[c] = -t.mean[c] / t.stdev[c];
   }
-  for (int y = 0; y < t.size; ++y) {
-    const uint8_t* row = res.rgb.data() + static_cast<size_t>(y) * t.size * 3;
-    for (int x = 0; x < t.size; ++x) {
-      const uint8_t* px = row + static_cast<size_t>(p.flip ? t.size - 1 - x : x) * 3;
-      const size_t o = static_cast<size_t>(y) * t.size + x;
-      out[o] = px[0] * scale[0] + shift[0];
-      out[plane + o] = px[1] * scale[1] + shift[1];
-      out[2 * plane + o] = px[2] * scale[2] + shift[2];
+  for (int y = 0; y < size; ++y) {
+    const uint8_t* row = px + static_cast<size_t>(y) * stride;
+    for (int x = 0; x < size; ++x) {
+      const uint8_t* p = row + static_cast<size_t>(flip ? size - 1 - x : x) * 3;
+      const size_t o = static_cast<size_t>(y) * size + x;
+      out[o] = p[0] * scale[0] + shift[0];
+      out[plane + o] = p[1] * scale[1] + shift[1];
+      out[2 * plane + o] = p[2] * scale[2] + shift[2];
     }
   }
+}
+
+// Renders into out[3][size][size] from `img`, which holds the pixels of the (scaled) image
+// from (top, left) on: a whole decode has (0, 0), a region decode its region's corner.
+// Training: `box` (in the scaled image's pixels) is resized to the output. Eval: the whole
+// image is resized to the plan's size and `box` is the centre crop of that.
+void render(const Image& img, int top, int left, const CropBox& box, const Plan& p,
+            const ImageTransform& t, float* out) {
+  if (img.height < 1 || img.width < 1 ||
+      img.rgb.size() != static_cast<size_t>(img.height) * img.width * 3) {
+    throw Error("decoded image is empty or inconsistent (" + std::to_string(img.height) + "x" +
+                std::to_string(img.width) + ")");
+  }
+  thread_local Image whole, output;  // reused: no allocation per image on a loader thread
+  const bool train = t.mode == Augment::kTrain;
+  if (!train) resize_rect(img, 0, 0, img.height, img.width, p.resize_h, p.resize_w, &whole);
+  const Image& from = train ? img : whole;
+  const int y0 = train ? box.top - top : box.top, x0 = train ? box.left - left : box.left;
+  // The plan was made from the header's size; a crop outside the pixels actually decoded
+  // would be a wild read, so it is an error instead.
+  if (y0 < 0 || x0 < 0 || box.height < 1 || box.width < 1 || y0 + box.height > from.height ||
+      x0 + box.width > from.width) {
+    throw Error("crop " + std::to_string(box.height) + "x" + std::to_string(box.width) + " at (" +
+                std::to_string(box.top) + ", " + std::to_string(box.left) +
+                ") lies outside the decoded " + std::to_string(from.height) + "x" +
+                std::to_string(from.width) + " image" +
+                (top > 0 || left > 0 ? " region at (" + std::to_string(top) + ", " + std::to_string(left) + ")"
+                                     : std::string()));
+  }
+  const size_t stride = static_cast<size_t>(from.width) * 3;
+  if (box.height == t.size && box.width == t.size) {  // eval's centre crop: no resampling
+    normalize_into(from.rgb.data() + static_cast<size_t>(y0) * stride + static_cast<size_t>(x0) * 3, stride,
+                   p.flip, t, out);
+    return;
+  }
+  resize_rect(from, y0, x0, box.height, box.width, t.size, t.size, &output);
+  normalize_into(output.rgb.data(), static_cast<size_t>(t.size) * 3, p.flip, t, out);
 }
 
 void check_pixels(const std::string& path, int64_t height, int64_t width, int64_t limit) {
@@ -151,16 +165,26 @@ int decode_and_render(const std::string& bytes, const std::string& path, const I
     check_pixels(path, img.height, img.width, d.max_image_pixels);
     const Plan plan = plan_transform(img.height, img.width, t, rng);
     if (t.mode == Augment::kEval) check_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
-    render(img, 1, plan, t, out);
+    render(img, 0, 0, plan.box, plan, t, out);
     return 1;
   }
   const Plan plan = plan_transform(h, w, t, rng);
   if (t.mode == Augment::kEval) check_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
   const int reduce = reduction_for(plan, t, h, w);
-  const Image img = decode_bytes(bytes, path, reduce);
-  // libjpeg's DCT scaling gives ceil(size / reduce); anything else means the decoder and the
-  // header disagree (a rotated decode, a second frame), and the plan does not fit.
+  // libjpeg's DCT scaling gives ceil(size / reduce).
   const int want_h = (h + reduce - 1) / reduce, want_w = (w + reduce - 1) / reduce;
+  const bool train = t.mode == Augment::kTrain;
+  const CropBox box = train ? scale_box(plan.box, reduce, want_h, want_w) : plan.box;
+  // What the transform reads of the scaled image: the crop box, or all of it for eval's resize.
+  const CropBox need = train ? box : CropBox{0, 0, want_h, want_w};
+  thread_local ImageRegion region;  // reused: no allocation per image on a loader thread
+  if (decode_jpeg_region(bytes, path, reduce, need.top, need.left, need.height, need.width, &region)) {
+    render(region.img, region.top, region.left, box, plan, t, out);
+    return reduce;
+  }
+  const Image img = decode_bytes(bytes, path, reduce);
+  // Any other size means the decoder and the header disagree (a rotated decode, a second
+  // frame), and the plan does not fit.
   if (img.height != want_h || img.width != want_w) {
     throw Error(path + ": decoded " + std::to_string(img.height) + "x" + std::to_string(img.width) +
                     " pixels, but its JPEG header says " + std::to_string(h) + "x" +
@@ -170,7 +194,7 @@ int decode_and_render(const std::string& bytes, const std::string& path, const I
                                                     : std::string()),
                 "use --skip-bad-images to skip it");
   }
-  render(img, reduce, plan, t, out);
+  render(img, 0, 0, box, plan, t, out);
   return reduce;
 }
 
@@ -287,7 +311,8 @@ CropBox center_crop_box(int height, int width, int crop) {
 
 torch::Tensor apply_transform(const Image& img, const ImageTransform& t, std::mt19937_64& rng) {
   torch::Tensor out = torch::empty({3, t.size, t.size}, torch::kFloat32);
-  render(img, 1, plan_transform(img.height, img.width, t, rng), t, out.data_ptr<float>());
+  const Plan plan = plan_transform(img.height, img.width, t, rng);
+  render(img, 0, 0, plan.box, plan, t, out.data_ptr<float>());
   return out;
 }
 
@@ -341,7 +366,8 @@ struct ImageFolderSource::Impl {
     }
     naming_errors(path, [&] {
       const auto img = load(sample);
-      render(*img, 1, plan_transform(img->height, img->width, transform, rng), transform, out);
+      const Plan plan = plan_transform(img->height, img->width, transform, rng);
+      render(*img, 0, 0, plan.box, plan, transform, out);
     });
   }
 

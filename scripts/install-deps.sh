@@ -8,6 +8,7 @@ packages=(
   libtorch-dev libopenblas0-pthread   # without openblas-pthread LibTorch uses reference BLAS (~20x slower)
   libgloo-dev                         # c10d's ProcessGroupGloo.hpp includes gloo headers
   libopencv-dev libonnx-dev libprotobuf-dev
+  libjpeg62-turbo-dev                 # JPEGs decoded by region (jpeg_crop_scanline) in the image pipeline
   protobuf-compiler                   # TensorBoard event messages from tracking/tensorboard.proto
   libopenmpi-dev openmpi-bin
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
