@@ -71,7 +71,9 @@ struct Runtime {
   bool is_rank0() const { return launch.rank == 0; }
 };
 
-// Applies --threads and --seed (seeded before the model is built so init is reproducible),
+// Keeps freed memory in the process for the next step (glibc malloc: no mmap per large
+// tensor, no trimming; unless the user set malloc options), applies --threads and --seed
+// (seeded before the model is built so init is reproducible),
 // resolves rank/world size from `flags` and the launch environment, resolves --device (cuda
 // picks cuda:<local_rank>; "cuda" without a usable GPU is an error, never a silent CPU run),
 // and when world_size > 1 joins the process group.

@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "../support/fixtures.h"
@@ -148,6 +152,30 @@ TEST_F(TrainerTest, UnwritableOutputDirFailsBeforeTraining) {
   MnistRun r(out_ / "afile/sub", 1);
   EXPECT_THROW(r.go(*data_), Error);
   EXPECT_TRUE(r.epochs.empty());
+}
+
+// After init_runtime, a large tensor freed and allocated again reuses the process's memory:
+// once the heap has grown to its steady size (a few rounds: glibc's aligned allocation leaves
+// gaps at first), a round costs no new page faults. glibc would otherwise mmap and unmap it
+// each time, faulting in all 16384 of its pages again, as happened every training step.
+TEST(RuntimeTest, FreedLargeTensorsKeepTheirPages) {
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.") != nullptr) {
+    GTEST_SKIP() << "the user's malloc settings win over ctrain's";
+  }
+  TrainConfig cfg;
+  cfg.device = "cpu";
+  Runtime rt = init_runtime(cfg, distributed::DistFlags{}, [](const std::string&) { return std::optional<std::string>(); });
+  auto minor_faults = [] {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_minflt;
+  };
+  auto round = [] { torch::empty({64 << 20}, torch::kUInt8).fill_(1); };  // 64 MiB, touched
+  for (int i = 0; i < 16; ++i) round();
+  const long before = minor_faults();
+  for (int i = 0; i < 4; ++i) round();
+  EXPECT_LT(minor_faults() - before, 1000) << "64 MiB is 16384 pages: they were faulted in again";
 }
 
 TEST(TrainConfigTest, ValidateNamesTheFlag) {
