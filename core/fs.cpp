@@ -1,6 +1,7 @@
 #include "core/fs.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,10 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace ctrain {
 namespace {
@@ -88,13 +88,122 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   }
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error("cannot open " + path + ": " + errno_text());
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw Error("cannot read " + path + ": " + errno_text());
-  return ss.str();
+namespace {
+
+// "a directory", "a FIFO"...: what a path that is not a regular file is, for messages.
+std::string file_kind(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISCHR(mode)) return "a character device";
+  if (S_ISBLK(mode)) return "a block device";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  return "not a regular file";
+}
+
+std::string not_regular(const std::string& path, mode_t mode, const std::string& what) {
+  return (what.empty() ? "" : what + " ") + printable(path) + " is " + file_kind(mode) + ", not a regular file";
+}
+
+}  // namespace
+
+void require_regular_file(const std::string& path, const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    throw Error((what.empty() ? "" : what + " ") + "cannot open " + printable(path) + ": " + errno_text());
+  }
+  if (!S_ISREG(st.st_mode)) throw Error(not_regular(path, st.st_mode, what), "pass a regular file");
+}
+
+namespace {
+
+// An open descriptor of a regular file. O_NONBLOCK: opening a FIFO returns at once instead of
+// waiting for a writer; fstat on the open descriptor then decides, so the file checked is the
+// file read. `missing_ok`: fd is -1 for a file that does not exist.
+struct RegularFile {
+  RegularFile(const std::string& path, int flags, bool missing_ok = false) {
+    fd = ::open(path.c_str(), flags | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) {
+      if (missing_ok && errno == ENOENT) return;
+      throw Error("cannot open " + printable(path) + ": " + errno_text());
+    }
+    if (::fstat(fd, &st) != 0) {
+      const std::string why = errno_text();
+      ::close(fd);
+      throw Error("cannot read " + printable(path) + ": " + why);
+    }
+    if (!S_ISREG(st.st_mode)) {
+      ::close(fd);
+      throw Error(not_regular(path, st.st_mode, ""), "pass a regular file");
+    }
+  }
+  ~RegularFile() {
+    if (fd >= 0) ::close(fd);
+  }
+  RegularFile(const RegularFile&) = delete;
+  RegularFile& operator=(const RegularFile&) = delete;
+  int fd = -1;
+  struct stat st {};
+};
+
+}  // namespace
+
+std::string read_file(const std::string& path, uint64_t max_bytes) {
+  const RegularFile file(path, O_RDONLY);
+  const int fd = file.fd;
+  const struct stat& st = file.st;
+  const auto too_big = [&](uint64_t size) {
+    return Error(printable(path) + " is " + megabytes(size) + " or more, above the " + megabytes(max_bytes) +
+                     " this reader accepts",
+                 "is it the file you meant?");
+  };
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) throw too_big(static_cast<uint64_t>(st.st_size));
+  std::string out;
+  out.reserve(static_cast<size_t>(st.st_size));
+  // Read to EOF rather than st_size bytes: /proc files report 0 and a file may grow; the cap
+  // still holds.
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error("cannot read " + printable(path) + ": " + errno_text());
+    }
+    if (out.size() + static_cast<size_t>(n) > max_bytes) throw too_big(out.size() + static_cast<size_t>(n));
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+uint64_t drop_torn_last_line(const std::string& path) {
+  const RegularFile file(path, O_RDWR, /*missing_ok=*/true);
+  if (file.fd < 0) return 0;
+  const int fd = file.fd;
+  const struct stat& st = file.st;
+  // Scan back from the end for the last newline, a block at a time.
+  const off_t size = st.st_size;
+  off_t end = size;
+  char buf[4096];
+  while (end > 0) {
+    const off_t begin = end > static_cast<off_t>(sizeof(buf)) ? end - static_cast<off_t>(sizeof(buf)) : 0;
+    const ssize_t n = ::pread(fd, buf, static_cast<size_t>(end - begin), begin);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw Error("cannot read " + printable(path) + ": " + errno_text());
+    }
+    if (n == 0) break;
+    for (ssize_t i = n - 1; i >= 0; --i) {
+      if (buf[i] != '\n') continue;
+      const off_t keep = begin + i + 1;
+      if (keep == size) return 0;
+      if (::ftruncate(fd, keep) != 0) throw Error("cannot truncate " + printable(path) + ": " + errno_text());
+      return static_cast<uint64_t>(size - keep);
+    }
+    end = begin;
+  }
+  if (size == 0) return 0;
+  if (::ftruncate(fd, 0) != 0) throw Error("cannot truncate " + printable(path) + ": " + errno_text());
+  return static_cast<uint64_t>(size);
 }
 
 void ensure_writable_dir(const std::string& dir) {

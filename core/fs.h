@@ -12,8 +12,24 @@ namespace ctrain {
 // the temp file is removed on failure and `path` is left untouched.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
-// Reads a whole file; throws ctrain::Error naming the path if it cannot.
-std::string read_file(const std::string& path);
+// What read_file reads at most unless its caller says otherwise: above the largest checkpoint a
+// ctrain model writes (ResNet-152 with its optimizer state is under 1 GB).
+constexpr uint64_t kReadFileLimit = uint64_t{4} << 30;
+
+// Reads a whole regular file of at most `max_bytes`. Throws ctrain::Error naming the path when
+// it is missing or unreadable, when it is a directory, a device, a FIFO or a socket (refused
+// before a byte is read: /dev/zero would fill memory, a FIFO would block forever), or when it
+// holds more than `max_bytes` (a caller that expects a small file passes a small cap).
+std::string read_file(const std::string& path, uint64_t max_bytes = kReadFileLimit);
+
+// Throws ctrain::Error naming `what` (a flag such as "--resume-from", or "" for none) and
+// `path` unless `path` is a regular file (after symlinks). Opens nothing, so a FIFO cannot block.
+void require_regular_file(const std::string& path, const std::string& what = "");
+
+// Cuts an unterminated last line off a line-oriented file before it is appended to: a writer
+// killed mid-line leaves one, and the next line would be glued onto it. Returns the number of
+// bytes removed (0 when the file ends in a newline, is empty or does not exist).
+uint64_t drop_torn_last_line(const std::string& path);
 
 // Creates `dir` (and parents) and checks that a file can be created in it, so an unwritable
 // output directory is reported before training starts rather than at the first checkpoint.
