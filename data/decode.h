@@ -18,7 +18,8 @@ struct Image {
 // Throws ctrain::Error naming the path for unreadable, corrupt or truncated files.
 Image decode_image(const std::string& path);
 
-// Decodes encoded bytes (`path` is for messages), ignoring EXIF orientation. For JPEG, `reduce` in {2, 4, 8} decodes at
+// Decodes encoded bytes (`path` is for messages), ignoring EXIF orientation; a truncated JPEG
+// or PNG (image_truncation) is an error naming `path`. For JPEG, `reduce` in {2, 4, 8} decodes at
 // 1/reduce scale with libjpeg's DCT scaling, several times faster than a full decode: the
 // result is ceil(height/reduce) x ceil(width/reduce).
 Image decode_bytes(const std::string& bytes, const std::string& path, int reduce = 1);
@@ -49,6 +50,14 @@ bool jpeg_size(const std::string& bytes, int* height, int* width);
 
 // Size of a PNG from its IHDR chunk; false if not a PNG or too short.
 bool png_size(const std::string& bytes, int* height, int* width);
+
+// Empty when `bytes` hold a whole JPEG (its marker segments and entropy-coded scans run to the
+// EOI marker) or a whole PNG (its chunks run to IEND), or are not a JPEG or PNG with a readable
+// header (jpeg_size, png_size: the decoder then says what is wrong); else what is missing.
+// Decoders pad a cut-off file with grey and call that a warning (libjpeg's "Premature end of
+// JPEG file"); PIL refuses it ("image file is truncated"), and so do the decoders here.
+// O(size), no allocation: the bytes between 0xFF markers are skipped with memchr.
+std::string image_truncation(const std::string& bytes);
 
 // Makes the backend run on the calling thread only: the loader's worker threads are the
 // parallelism, and a library thread pool underneath them would oversubscribe the cores.

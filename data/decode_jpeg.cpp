@@ -10,6 +10,7 @@
 #include <cstdio>  // before jpeglib.h, which uses FILE and size_t
 
 #include <jpeglib.h>
+#include <jerror.h>
 
 #include "core/error.h"
 #include "data/decode.h"
@@ -36,10 +37,17 @@ struct ErrorManager {
 // which this replaces for JPEGs, accepts such files too.
 void on_message(j_common_ptr) {}
 
+// Except "Premature end of JPEG file" (JWRN_JPEG_EOF): the decoder would pad the missing rows
+// with grey; it is an error, as PIL's "image file is truncated" is.
+void on_emit(j_common_ptr cinfo, int level) {
+  if (level < 0 && cinfo->err->msg_code == JWRN_JPEG_EOF) on_error(cinfo);
+}
+
 }  // namespace
 
 bool decode_jpeg_region(const std::string& bytes, const std::string& path, int reduce, int top,
                         int left, int height, int width, ImageRegion* out) {
+  ErrorManager err;                // declared first: it outlives the decoder's teardown
   jpeg_decompress_struct cinfo{};  // zeroed: destroying it before jpeg_create is a no-op
   // Frees the decoder on every exit: a return, a throw, and the longjmp's throw below (the
   // guard lives in this frame, which the jump does not leave). Destroying twice is a no-op.
@@ -47,10 +55,10 @@ bool decode_jpeg_region(const std::string& bytes, const std::string& path, int r
     jpeg_decompress_struct* c;
     ~Destroy() { jpeg_destroy_decompress(c); }
   } destroy{&cinfo};
-  ErrorManager err;
   cinfo.err = jpeg_std_error(&err.pub);
   err.pub.error_exit = on_error;
   err.pub.output_message = on_message;
+  err.pub.emit_message = on_emit;
   if (setjmp(err.jump)) {
     throw Error(path + ": cannot decode JPEG (" + err.message + ")", "use --skip-bad-images to skip it");
   }
@@ -58,6 +66,11 @@ bool decode_jpeg_region(const std::string& bytes, const std::string& path, int r
   jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()),
                static_cast<unsigned long>(bytes.size()));
   jpeg_read_header(&cinfo, TRUE);
+  // A region above the cut would decode cleanly: the check is on the whole file. (After the
+  // header, so that what is no JPEG at all gets libjpeg's own message.)
+  if (const std::string cut = image_truncation(bytes); !cut.empty()) {
+    throw Error(path + ": truncated image: " + cut, "use --skip-bad-images to skip it");
+  }
   if (cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK) {
     return false;  // libjpeg has no CMYK -> RGB; OpenCV converts them
   }

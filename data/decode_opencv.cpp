@@ -16,6 +16,10 @@ Image decode_image(const std::string& path) {
 void use_single_threaded_backend() { cv::setNumThreads(1); }
 
 Image decode_bytes(const std::string& bytes, const std::string& path, int reduce) {
+  // OpenCV decodes a cut-off JPEG with a warning and grey rows in place of the missing data.
+  if (const std::string cut = image_truncation(bytes); !cut.empty()) {
+    throw Error(path + ": truncated image: " + cut, "use --skip-bad-images to skip it");
+  }
   cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
   // IGNORE_ORIENTATION: torchvision's PIL path ignores EXIF orientation, and the loader plans
   // its crop from the header's (unrotated) size; a rotated decode would not fit that plan.

@@ -145,6 +145,12 @@ void render(const Image& img, int top, int left, const CropBox& box, const Plan&
   normalize_into(output.rgb.data(), static_cast<size_t>(t.size) * 3, p.flip, t, out);
 }
 
+// render() for a whole decoded image, with the transform planned from its own size.
+void plan_and_render(const Image& img, const ImageTransform& t, std::mt19937_64& rng, float* out) {
+  const Plan plan = plan_transform(img.height, img.width, t, rng);
+  render(img, 0, 0, plan.box, plan, t, out);
+}
+
 void check_pixels(const std::string& path, int64_t height, int64_t width, int64_t limit) {
   if (limit > 0 && height * width > limit) {
     throw Error(path + ": " + std::to_string(height) + "x" + std::to_string(width) + " = " +
@@ -311,8 +317,7 @@ CropBox center_crop_box(int height, int width, int crop) {
 
 torch::Tensor apply_transform(const Image& img, const ImageTransform& t, std::mt19937_64& rng) {
   torch::Tensor out = torch::empty({3, t.size, t.size}, torch::kFloat32);
-  const Plan plan = plan_transform(img.height, img.width, t, rng);
-  render(img, 0, 0, plan.box, plan, t, out.data_ptr<float>());
+  plan_and_render(img, t, rng, out.data_ptr<float>());
   return out;
 }
 
@@ -365,9 +370,7 @@ struct ImageFolderSource::Impl {
       return;
     }
     naming_errors(path, [&] {
-      const auto img = load(sample);
-      const Plan plan = plan_transform(img->height, img->width, transform, rng);
-      render(*img, 0, 0, plan.box, plan, transform, out);
+      plan_and_render(*load(sample), transform, rng, out);
     });
   }
 

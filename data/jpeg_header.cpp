@@ -2,6 +2,7 @@
 // underneath (fuzzed in fuzz/), and a decoder swap must not touch it.
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "data/decode.h"
@@ -48,6 +49,62 @@ bool png_size(const std::string& b, int* height, int* width) {
   *width = static_cast<int>(w);
   *height = static_cast<int>(h);
   return true;
+}
+
+namespace {
+
+std::string jpeg_truncation(const unsigned char* p, size_t n) {
+  // From SOI on: a segment (FF, marker, 2-byte length counting itself) is skipped whole; the
+  // bytes between segments are entropy-coded data after an SOS (where a data 0xFF is stuffed as
+  // FF 00 and FF D0-D7 are restart markers) or garbage that libjpeg skips too. EOI ends it.
+  size_t i = 2;
+  while (i < n) {
+    if (p[i] != 0xFF) {
+      const void* ff = std::memchr(p + i, 0xFF, n - i);
+      if (ff == nullptr) break;
+      i = static_cast<size_t>(static_cast<const unsigned char*>(ff) - p);
+      continue;
+    }
+    if (i + 1 >= n) break;
+    const unsigned char m = p[i + 1];
+    if (m == 0xD9) return "";  // EOI
+    if (m == 0xFF) {           // fill byte
+      ++i;
+      continue;
+    }
+    if (m == 0x00 || m == 0x01 || m == 0xD8 || (m >= 0xD0 && m <= 0xD7)) {  // stuffing, TEM, SOI, RSTn: no length
+      i += 2;
+      continue;
+    }
+    if (i + 4 > n) break;
+    const size_t len = (size_t{p[i + 2]} << 8) | p[i + 3];
+    if (i + 2 + len > n) break;
+    i += 2 + len;
+  }
+  return "the file ends before the JPEG's end-of-image marker (" + std::to_string(n) + " bytes)";
+}
+
+std::string png_truncation(const unsigned char* p, size_t n) {
+  // After the 8-byte signature, chunks: length (4, big-endian), type (4), data, CRC (4).
+  size_t i = 8;
+  while (i + 8 <= n) {
+    const uint32_t len = (uint32_t{p[i]} << 24) | (uint32_t{p[i + 1]} << 16) | (uint32_t{p[i + 2]} << 8) | p[i + 3];
+    if (len > 0x7fffffffu) return "";  // corrupt, not short: the decoder says so
+    if (i + 12 + len > n) break;
+    if (std::memcmp(p + i + 4, "IEND", 4) == 0) return "";
+    i += 12 + len;
+  }
+  return "the file ends before the PNG's IEND chunk (" + std::to_string(n) + " bytes)";
+}
+
+}  // namespace
+
+std::string image_truncation(const std::string& b) {
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  int h = 0, w = 0;
+  if (jpeg_size(b, &h, &w)) return jpeg_truncation(p, b.size());
+  if (png_size(b, &h, &w)) return png_truncation(p, b.size());
+  return "";
 }
 
 }  // namespace ctrain::data

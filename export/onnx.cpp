@@ -163,7 +163,9 @@ void add_meta(onnx::ModelProto* m, const std::string& k, const std::string& v) {
 
 void export_onnx(torch::nn::Module& module, const nlohmann::json& spec, const std::string& path,
                  const OnnxOptions& options) {
-  const std::string arch = spec.value("arch", "");
+  // Loaders hand over a spec validated by models::ModelSpec::from_json; export/ does not link
+  // models/, so it reads the fields defensively all the same (no nlohmann type_error escapes).
+  const std::string arch = spec.contains("arch") && spec["arch"].is_string() ? spec["arch"].get<std::string>() : "";
   std::map<std::string, torch::Tensor> tensors;
   for (const auto& p : module.named_parameters()) tensors[p.key()] = p.value();
   for (const auto& p : module.named_buffers()) tensors[p.key()] = p.value();
@@ -184,7 +186,12 @@ void export_onnx(torch::nn::Module& module, const nlohmann::json& spec, const st
     in_dims = {tensors.at("fc1.weight").size(1)};
     logits = mlp_graph(b, "input");
   } else if (arch.rfind("resnet", 0) == 0) {
-    const int64_t size = spec.value("image_size", 224);
+    const nlohmann::json size_field = spec.contains("image_size") ? spec["image_size"] : nlohmann::json(224);
+    if (!size_field.is_number_integer() || size_field.get<int64_t>() < 1 || size_field.get<int64_t>() > 65536) {
+      throw Error("ONNX export: the spec's image_size is " +
+                  size_field.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "; it must be an integer in 1..65536");
+    }
+    const int64_t size = size_field.get<int64_t>();
     in_dims = {3, size, size};
     logits = resnet_graph(b, "input");
   } else {
@@ -206,9 +213,9 @@ void export_onnx(torch::nn::Module& module, const nlohmann::json& spec, const st
   add_io(g->add_output(), "logits", {tensors.at(arch == "mlp" ? "fc3.bias" : "fc.bias").size(0)});
   add_meta(&model, "arch", arch);
   add_meta(&model, "ctrain_version", "0.1.0");
-  if (spec.contains("classes")) add_meta(&model, "classes", spec["classes"].dump());
-  if (spec.contains("mean")) add_meta(&model, "mean", spec["mean"].dump());
-  if (spec.contains("std")) add_meta(&model, "std", spec["std"].dump());
+  for (const char* key : {"classes", "mean", "std"}) {
+    if (spec.contains(key)) add_meta(&model, key, spec[key].dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
   add_meta(&model, "input_size", nlohmann::json(in_dims).dump());
   for (const auto& [k, v] : options.metadata) add_meta(&model, k, v);
   try {

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <functional>
+#include <limits>
 
 #include "data/decode.h"
 
@@ -13,31 +14,25 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
-Handler::Handler(engine::Model model, torch::Device device) : model_(std::move(model)), device_(device) {
-  const nlohmann::json& spec = model_.spec;
-  const std::string arch = spec.value("arch", "");
-  const int64_t n_classes = spec.value("num_classes", int64_t{0});
-  if (n_classes < 1) throw Error("the model spec has no num_classes: " + spec.dump());
-  if (arch == "mlp") {
-    const int64_t in = spec.value("in_features", int64_t{0});
-    if (in < 1) throw Error("the model spec has no in_features: " + spec.dump());
-    input_shape_ = {in};
+Handler::Handler(engine::Model model, torch::Device device)
+    : spec_(models::ModelSpec::from_json(model.spec)), model_(std::move(model)), device_(device) {
+  model_.spec = spec_.to_json();  // what /metadata shows: the fields as validated
+  input_shape_ = spec_.input_shape();
+  if (spec_.is_mlp()) {
+    const int64_t in = spec_.in_features;
     const int side = static_cast<int>(std::lround(std::sqrt(static_cast<double>(in))));
     side_ = int64_t{side} * side == in ? side : 0;
   } else {
     image_model_ = true;
     eval_tf_.mode = data::Augment::kEval;
-    eval_tf_.size = static_cast<int>(spec.value("image_size", int64_t{224}));
+    eval_tf_.size = static_cast<int>(spec_.image_size);
     eval_tf_.resize = eval_tf_.size * 256 / 224;  // as ctrain-birds' validation transform
-    if (spec.contains("mean")) eval_tf_.mean = spec["mean"].get<std::vector<float>>();
-    if (spec.contains("std")) eval_tf_.stdev = spec["std"].get<std::vector<float>>();
-    input_shape_ = {3, eval_tf_.size, eval_tf_.size};
+    eval_tf_.mean.assign(spec_.mean.begin(), spec_.mean.end());
+    eval_tf_.stdev.assign(spec_.stdev.begin(), spec_.stdev.end());
   }
-  if (spec.contains("classes") && spec["classes"].is_array() &&
-      static_cast<int64_t>(spec["classes"].size()) == n_classes) {
-    classes_ = spec["classes"].get<std::vector<std::string>>();
-  } else {
-    for (int64_t i = 0; i < n_classes; ++i) classes_.push_back(std::to_string(i));
+  classes_ = spec_.classes;
+  for (int64_t i = static_cast<int64_t>(classes_.size()); i < spec_.num_classes; ++i) {
+    classes_.push_back(std::to_string(i));
   }
   model_.module->to(device_);
   model_.module->eval();
@@ -79,7 +74,13 @@ torch::Tensor Handler::preprocess_json(const nlohmann::json& data) const {
       [&](const nlohmann::json& node, size_t depth, const std::string& where) {
         if (depth == shape.size()) {
           if (!node.is_number()) throw BadInput(where + " is not a number; this model takes " + expected);
-          *dst++ = node.get<float>();
+          // 1e300 is a JSON number but inf as a float: the probabilities would be NaN (JSON null).
+          // Checked as a double: converting one beyond FLT_MAX to float is undefined.
+          const double v = node.get<double>();
+          if (!(std::fabs(v) <= std::numeric_limits<float>::max())) {
+            throw BadInput(where + " is " + node.dump() + ", not finite as a 32-bit float (|x| <= 3.4e38)");
+          }
+          *dst++ = static_cast<float>(v);
           return;
         }
         if (!node.is_array() || static_cast<int64_t>(node.size()) != shape[depth]) {

@@ -2,7 +2,8 @@
 // A model behind the scoring service and ctrain-score, in TorchServe's handler shape:
 // preprocess (JSON tensor or image bytes -> input rows) -> inference (a batch of rows ->
 // class probabilities) -> postprocess (probabilities -> {"label", "probability"}).
-// The handler knows models only through the spec their checkpoint carries.
+// The handler knows models only through the spec their checkpoint carries (validated:
+// models::ModelSpec).
 #include <torch/torch.h>
 
 #include <string>
@@ -13,6 +14,7 @@
 #include "core/error.h"
 #include "data/image_folder.h"
 #include "engine/trainer.h"
+#include "models/spec.h"
 
 namespace ctrain::serve {
 
@@ -31,19 +33,22 @@ struct Prediction {
 class Handler {
  public:
   // `model` holds trained weights (apps/common/models.h load_model); it is moved to `device`
-  // and put in eval mode. Throws ctrain::Error for a spec it cannot serve.
+  // and put in eval mode. Throws ctrain::Error naming the field for a spec that
+  // models::ModelSpec::from_json refuses.
   Handler(engine::Model model, torch::Device device);
 
   // One input's shape: {784} for the MNIST DNN, {3, 224, 224} for a ResNet.
   const std::vector<int64_t>& input_shape() const { return input_shape_; }
   const std::vector<std::string>& classes() const { return classes_; }
-  const nlohmann::json& spec() const { return model_.spec; }
+  const nlohmann::json& spec() const { return model_.spec; }  // model_spec().to_json()
+  const models::ModelSpec& model_spec() const { return spec_; }
   // What GET /metadata answers: spec, classes, input shape, accepted content types.
   nlohmann::json metadata() const;
 
   // The sample's JSON contract: `data` is one input (nested lists of input_shape()) or a batch
   // ([N] + input_shape()). Returns [N, ...input_shape()] float32 on the CPU; throws BadInput
-  // naming the expected and the received shape.
+  // naming the expected and the received shape, or the element (data[0][3]) that is not a
+  // number finite as a float (1e300 would become inf, and the probabilities NaN).
   torch::Tensor preprocess_json(const nlohmann::json& data) const;
 
   // Encoded JPEG/PNG bytes through the model's eval transform: for a ResNet, Resize(size*256/224)
@@ -60,6 +65,7 @@ class Handler {
   std::vector<Prediction> postprocess(const torch::Tensor& probabilities) const;
 
  private:
+  models::ModelSpec spec_;
   engine::Model model_;
   torch::Device device_;
   std::vector<int64_t> input_shape_;

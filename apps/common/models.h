@@ -1,5 +1,5 @@
 #pragma once
-// Rebuilding a model from the spec every checkpoint carries, and the trainers' final ONNX
+// Rebuilding a model from the (validated) spec every checkpoint carries, and the trainers' final ONNX
 // step. Header-only, included by one translation unit per app.
 #include <torch/torch.h>
 
@@ -10,6 +10,7 @@
 #include "engine/trainer.h"
 #include "models/mlp.h"
 #include "models/resnet.h"
+#include "models/spec.h"
 #include "tracking/report.h"
 
 #include <filesystem>
@@ -17,29 +18,34 @@
 
 namespace ctrain::apps {
 
-// {"arch": "mlp", "in_features", "hidden1", "hidden2", "num_classes"} or
-// {"arch": "resnet18|34|50", "num_classes", ...} -> a freshly initialised model.
-inline engine::Model build_model(const nlohmann::json& spec) {
-  const std::string arch = spec.value("arch", "");
-  if (arch == "mlp") {
+// A freshly initialised model of `spec` (validated: models::ModelSpec::from_json). The
+// engine::Model carries spec.to_json(), which checkpoints save.
+inline engine::Model build_model(const models::ModelSpec& spec) {
+  if (spec.is_mlp()) {
     models::MlpOptions o;
-    o.in_features = spec.value("in_features", o.in_features);
-    o.hidden1 = spec.value("hidden1", o.hidden1);
-    o.hidden2 = spec.value("hidden2", o.hidden2);
-    o.num_classes = spec.value("num_classes", o.num_classes);
+    o.in_features = spec.in_features;
+    o.hidden1 = spec.hidden1;
+    o.hidden2 = spec.hidden2;
+    o.num_classes = spec.num_classes;
     models::Mlp m(o);
-    return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec};
+    return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec.to_json()};
   }
-  if (models::is_resnet_arch(arch)) {
-    models::ResNet m(models::ResNetOptions{arch, spec.value("num_classes", int64_t{1000})});
-    return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec};
+  if (models::is_resnet_arch(spec.arch)) {
+    models::ResNet m(models::ResNetOptions{spec.arch, spec.num_classes});
+    return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec.to_json()};
   }
-  throw Error("unknown model architecture '" + arch + "' in the model spec");
+  throw Error("unknown model architecture '" + spec.arch + "' in the model spec");
 }
 
-// A trained model from a ctrain model.pt or checkpoint (checksum verified), on the CPU.
+// The validated spec of a ctrain model.pt or checkpoint (checksum verified); throws
+// ctrain::Error naming `path` and the bad field.
+inline models::ModelSpec read_model_spec(const std::string& path) {
+  return models::ModelSpec::from_json(engine::checkpoint_peek(path).spec, path + ": model spec");
+}
+
+// A trained model from a ctrain model.pt or checkpoint (checksum and spec verified), on the CPU.
 inline engine::Model load_model(const std::string& path) {
-  engine::Model model = build_model(engine::checkpoint_peek(path).spec);
+  engine::Model model = build_model(read_model_spec(path));
   engine::checkpoint_load(path, *model.module, nullptr);
   return model;
 }

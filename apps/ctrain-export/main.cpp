@@ -7,6 +7,7 @@
 
 #include "apps/common/cli.h"
 #include "apps/common/models.h"
+#include "models/spec.h"
 #include "models/weights.h"
 
 namespace {
@@ -28,8 +29,14 @@ int run(int argc, char** argv) {
   app.add_option("--tolerance", tolerance, "max abs difference --verify accepts");
   ck->excludes(wt);
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
-  if (num_classes < 1) throw ctrain::ConfigError("--num-classes must be >= 1");
-  if (image_size < 16) throw ctrain::ConfigError("--image-size must be at least 16");
+  // The ranges a checkpoint's spec is held to (models/spec.h).
+  if (num_classes < 1 || num_classes > ctrain::models::kMaxClasses) {
+    throw ctrain::ConfigError("--num-classes must be in 1.." + std::to_string(ctrain::models::kMaxClasses));
+  }
+  if (image_size < ctrain::models::kMinImageSize || image_size > ctrain::models::kMaxImageSize) {
+    throw ctrain::ConfigError("--image-size must be in " + std::to_string(ctrain::models::kMinImageSize) + ".." +
+                              std::to_string(ctrain::models::kMaxImageSize));
+  }
   if (!(tolerance > 0 && std::isfinite(tolerance))) {
     throw ctrain::ConfigError("--tolerance must be a positive number");
   }
@@ -37,24 +44,26 @@ int run(int argc, char** argv) {
     throw ctrain::ConfigError("pass exactly one of --checkpoint or --weights");
   }
   ctrain::engine::Model model;
+  ctrain::models::ModelSpec spec;
   if (!checkpoint.empty()) {
-    model = ctrain::apps::load_model(checkpoint);
+    model = ctrain::apps::load_model(checkpoint);  // its spec validated
+    spec = ctrain::models::ModelSpec::from_json(model.spec, checkpoint);
   } else {
     if (!ctrain::models::is_resnet_arch(arch)) {
       throw ctrain::ConfigError("--weights needs --arch resnet18, resnet34 or resnet50");
     }
-    model = ctrain::apps::build_model({{"arch", arch}, {"num_classes", num_classes},
-                                       {"image_size", image_size},
-                                       {"mean", {0.485, 0.456, 0.406}}, {"std", {0.229, 0.224, 0.225}}});
+    spec.arch = arch;  // ImageNet's mean and std, as torchvision/timm weights expect
+    spec.num_classes = num_classes;
+    spec.image_size = image_size;
+    model = ctrain::apps::build_model(spec);
     ctrain::models::import_weights(*model.module, ctrain::models::read_safetensors(weights), {}, weights);
   }
   model.module->eval();
-  const bool mlp = model.spec.value("arch", "") == "mlp";
   auto sample = [&](int64_t batch) {
     torch::manual_seed(0);
-    return mlp ? torch::rand({batch, model.spec.value("in_features", int64_t{784})})
-               : torch::randn({batch, 3, model.spec.value("image_size", image_size),
-                               model.spec.value("image_size", image_size)});
+    std::vector<int64_t> shape = spec.input_shape();
+    shape.insert(shape.begin(), batch);
+    return spec.is_mlp() ? torch::rand(shape) : torch::randn(shape);
   };
   if (!verify) {
     torch::NoGradGuard no_grad;
