@@ -244,6 +244,9 @@ std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& path)
 }
 
 bool is_checkpoint_file(const std::string& path) {
+  // Only a regular file can be one; opening a FIFO to look would block until a writer came.
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return false;
   std::ifstream in(path, std::ios::binary);
   char magic[8] = {0};
   in.read(magic, 8);

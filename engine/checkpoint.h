@@ -41,7 +41,9 @@ CheckpointMeta checkpoint_peek(const std::string& path);
 // for importing them into another model (models::import_weights), e.g. with a new head.
 std::map<std::string, torch::Tensor> checkpoint_tensors(const std::string& path);
 
-// True when `path` starts with the checkpoint magic (cheap: reads 8 bytes).
+// True when `path` is a regular file that starts with the checkpoint magic (cheap: reads 8
+// bytes; a directory, device or FIFO is not opened). Loading and peeking go through
+// ctrain::read_file, which refuses anything but a regular file, naming the path.
 bool is_checkpoint_file(const std::string& path);
 
 // Checkpoint file for a completed epoch, and the existing ones in `dir`, oldest first.

@@ -127,6 +127,7 @@ std::optional<std::string> resume_source(const TrainConfig& cfg, const std::stri
     }
   };
   if (!cfg.checkpoint.resume_from.empty()) {
+    require_regular_file(cfg.checkpoint.resume_from, "--resume-from");  // a FIFO would block the read
     check_spec(cfg.checkpoint.resume_from, checkpoint_peek(cfg.checkpoint.resume_from));
     return cfg.checkpoint.resume_from;
   }
@@ -458,7 +459,12 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
   const std::string model_path = (fs::path(cfg.output_dir) / "model.pt").string();
   std::ofstream metrics;
   if (rank0) {
-    metrics.open((fs::path(cfg.output_dir) / "metrics.jsonl").string(), std::ios::app);
+    // A run killed mid-append left a torn last line: the next line must not be glued onto it.
+    const std::string metrics_path = (fs::path(cfg.output_dir) / "metrics.jsonl").string();
+    if (const uint64_t torn = drop_torn_last_line(metrics_path); torn > 0) {
+      std::cerr << "warning: dropped a torn last line (" << torn << " bytes, no newline) from " << metrics_path << "\n";
+    }
+    metrics.open(metrics_path, std::ios::app);
     if (!metrics) throw Error("cannot open " + cfg.output_dir + "/metrics.jsonl for appending");
   }
   // TensorBoard: a new events file per process start; a resumed run continues the steps.

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/torch_error.h"
 #include "core/fs.h"
+#include "core/json.h"
 
 namespace ctrain::models {
 namespace {
@@ -43,7 +44,7 @@ std::map<std::string, torch::Tensor> read_safetensors(const std::string& path) {
   }
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(bytes.begin() + 8, bytes.begin() + 8 + static_cast<long>(n));
+    header = json_parse(std::string_view(bytes.data() + 8, static_cast<size_t>(n)), "the header");
   } catch (const std::exception& e) {
     throw fail(std::string("header is not JSON (") + e.what() + ")");
   }

@@ -13,16 +13,22 @@
 #include <filesystem>
 #include <cctype>
 #include <fstream>
+#include <limits>
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "engine/checkpoint.h"
+#include "models/spec.h"
 #include "tracking/report.h"
 
 namespace fs = std::filesystem;
 
 namespace ctrain::serve {
 namespace {
+
+// metadata.json holds a spec, a config and a metrics line: kilobytes.
+constexpr uint64_t kMaxMetadataBytes = 16 << 20;
 
 bool valid_name(const std::string& name) {
   if (name.empty() || name.size() > 128 || name[0] == '.') return false;
@@ -33,7 +39,7 @@ bool valid_name(const std::string& name) {
 
 void check_name(const std::string& name) {
   if (!valid_name(name)) {
-    throw ConfigError("bad model name '" + name + "'",
+    throw ConfigError("bad model name '" + printable(name) + "'",
                       "use letters, digits, '.', '_' and '-' (not starting with '.'), e.g. pytorch-birds");
   }
 }
@@ -73,15 +79,39 @@ std::string utc_now() {
 int64_t read_last_version(const std::string& path) {
   std::ifstream in(path);
   int64_t v = 0;
-  if (in && !(in >> v)) throw Error(path + " is not a version number", "it records the highest version handed out; restore it or remove it");
+  if (in && (!(in >> v) || v < 0 || v == std::numeric_limits<int64_t>::max())) {
+    throw Error(path + " is not a version number", "it records the highest version handed out; restore it or remove it");
+  }
   return v;
+}
+
+// The version a folder name stands for: "1", "2", ... as register_model writes them; 0 for
+// anything else ("12abc", "007", "99999999999999999999"), which is not a version.
+int64_t version_of(const std::string& s) {
+  if (s.empty() || s.size() > 18 || s[0] == '0' ||
+      !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return 0;
+  }
+  return std::stoll(s);  // at most 18 digits: no overflow
+}
+
+// Tags are printed by `list` and stored in metadata.json: checked before a version is claimed,
+// so a bad one costs no version number.
+void check_tags(const std::map<std::string, std::string>& tags) {
+  for (const auto& [k, v] : tags) {
+    if (k.empty() || !is_utf8(k) || !is_utf8(v) || printable(k) != k || printable(v) != v) {
+      throw ConfigError("tag " + printable(k) + "=" + printable(v) + " is not printable UTF-8 text",
+                        "tags are KEY=VALUE text without control characters, e.g. data=birds");
+    }
+  }
 }
 
 // The run's last metrics line (its final epoch), or null without a metrics.jsonl.
 nlohmann::json final_metrics(const std::string& run_dir) {
   const std::string path = run_dir + "/metrics.jsonl";
   if (!fs::exists(path)) return nullptr;
-  const auto rows = tracking::read_jsonl(path, /*allow_torn_last_line=*/true);
+  std::vector<std::string> skipped;  // a malformed line does not cost the run its registration
+  const auto rows = tracking::read_jsonl(path, /*allow_torn_last_line=*/true, &skipped);
   return rows.empty() ? nlohmann::json(nullptr) : rows.back();
 }
 
@@ -99,7 +129,7 @@ ModelRef parse_model_ref(const std::string& text) {
   errno = 0;
   const long long n = std::strtoll(v.c_str(), &end, 10);
   if (v.empty() || *end != '\0' || errno != 0 || n < 1) {
-    throw ConfigError("bad model version '" + v + "' in '" + text + "'", "use NAME, NAME:latest or NAME:N with N >= 1");
+    throw ConfigError("bad model version '" + printable(v) + "' in '" + printable(text) + "'", "use NAME, NAME:latest or NAME:N with N >= 1");
   }
   ref.version = n;
   return ref;
@@ -129,9 +159,9 @@ std::vector<int64_t> Registry::versions(const std::string& name) const {
   const fs::path dir = fs::path(root_) / name;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
-    const std::string s = e.path().filename().string();
-    if (!e.is_directory() || s.empty() || !std::all_of(s.begin(), s.end(), ::isdigit)) continue;
-    out.push_back(std::stoll(s));
+    const int64_t v = version_of(e.path().filename().string());
+    std::error_code dir_ec;
+    if (v > 0 && e.is_directory(dir_ec)) out.push_back(v);  // stray folders are not versions
   }
   std::sort(out.begin(), out.end());
   return out;
@@ -140,6 +170,7 @@ std::vector<int64_t> Registry::versions(const std::string& name) const {
 ModelVersion Registry::register_model(const std::string& name, const std::string& model_path,
                                       const std::map<std::string, std::string>& tags) {
   check_name(name);
+  check_tags(tags);
   if (!fs::is_regular_file(model_path)) {
     throw ConfigError(model_path + " is not a file", "pass the model.pt a trainer wrote, e.g. outputs/model.pt");
   }
@@ -148,6 +179,7 @@ ModelVersion Registry::register_model(const std::string& name, const std::string
                       "register the model.pt (or a checkpoint) a ctrain trainer wrote");
   }
   const engine::CheckpointMeta meta = engine::checkpoint_peek(model_path);  // verifies size and CRC
+  models::ModelSpec::from_json(meta.spec, model_path + ": model spec");  // what every loader will refuse
   const fs::path source = fs::absolute(model_path).lexically_normal();
   const fs::path run_dir = source.parent_path();
   std::vector<std::pair<std::string, std::string>> files{{"model.pt", source.string()}};
@@ -188,7 +220,7 @@ ModelVersion Registry::register_model(const std::string& name, const std::string
                          {"best_val_acc", meta.best_val_acc},
                          {"best_epoch", meta.best_epoch},
                          {"metrics", final_metrics(run_dir.string())}};
-    write_file_atomic((staging / "metadata.json").string(), md.dump(2) + "\n");
+    write_file_atomic((staging / "metadata.json").string(), json_dump(md, 2) + "\n");
     const fs::path final_dir = name_dir / std::to_string(version);
     fs::rename(staging, final_dir, ec);
     if (ec) throw Error("cannot rename " + staging.string() + " to " + final_dir.string() + ": " + ec.message());
@@ -212,7 +244,7 @@ std::vector<ModelVersion> Registry::list() const {
       const std::string dir = (fs::path(root_) / name / std::to_string(v)).string();
       nlohmann::json md;
       try {
-        md = nlohmann::json::parse(read_file(dir + "/metadata.json"));
+        md = json_parse(read_file(dir + "/metadata.json", kMaxMetadataBytes), dir + "/metadata.json");
       } catch (const std::exception& e) {
         md = {{"error", e.what()}};
       }
@@ -240,18 +272,16 @@ ModelVersion Registry::resolve(const ModelRef& ref) const {
   }
   ModelVersion mv{ref.name, v, (fs::path(root_) / ref.name / std::to_string(v)).string(), {}};
   const std::string md_path = mv.dir + "/metadata.json";
-  try {
-    mv.metadata = nlohmann::json::parse(read_file(md_path));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(md_path + " is not valid JSON: " + e.what());
-  }
+  mv.metadata = json_parse(read_file(md_path, kMaxMetadataBytes), md_path);
   if (!mv.metadata.contains("files") || !mv.metadata["files"].is_object() || !mv.metadata["files"].contains("model.pt")) {
     throw Error(md_path + " lists no model.pt", "the version is damaged; register the model again");
   }
   for (const auto& [base, info] : mv.metadata["files"].items()) {
     const std::string path = mv.dir + "/" + base;
     if (!fs::is_regular_file(path)) throw Error(path + " is missing", "the version is damaged; register the model again");
-    const std::string want = info.value("sha256", "");
+    const std::string want = info.is_object() && info.contains("sha256") && info["sha256"].is_string()
+                                 ? info["sha256"].get<std::string>()
+                                 : "";
     const std::string got = sha256_file(path);
     if (got != want) {
       throw Error(path + " fails its sha256 check (recorded " + want + ", now " + got + ")",

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json.h"
 
 namespace ctrain::tracking {
 namespace {
@@ -27,12 +28,16 @@ std::string num(double v, int digits = 4) {
   return buf;
 }
 
-// "Nice" axis ticks (1, 2, 5 x 10^k steps) covering [lo, hi].
-// `integers`: steps of at least 1 (epochs).
+// "Nice" axis ticks (1, 2, 5 x 10^k steps) covering [lo, hi], at most 4 * want + 1 of them.
+// `integers`: steps of at least 1 (epochs). Values come from files (an epoch of 1e17), so the
+// ticks are counted, never found by adding a step until hi: at 1e17, v + 1 == v. No ticks for
+// a range that is not finite or too narrow to show apart at double precision.
 std::vector<double> ticks(double lo, double hi, int want = 5, bool integers = false) {
-  if (!(hi > lo)) hi = lo + 1;
+  std::vector<double> t;
+  if (!std::isfinite(lo) || !std::isfinite(hi) || !(hi > lo) || !std::isfinite(hi - lo)) return t;
   const double raw = (hi - lo) / want;
   const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+  if (!(mag > 0) || !std::isfinite(mag)) return t;
   double step = mag;
   for (double m : {1.0, 2.0, 5.0, 10.0}) {
     if (raw <= m * mag) {
@@ -41,8 +46,12 @@ std::vector<double> ticks(double lo, double hi, int want = 5, bool integers = fa
     }
   }
   if (integers) step = std::max(1.0, std::round(step));
-  std::vector<double> t;
-  for (double v = std::ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) t.push_back(v);
+  const double first = std::ceil(lo / step) * step;
+  for (int i = 0; i <= 4 * want; ++i) {
+    const double v = first + i * step;
+    if (!(v <= hi + step * 1e-9)) break;
+    if (t.empty() || v > t.back()) t.push_back(v);  // steps below hi's precision add nothing
+  }
   return t;
 }
 
@@ -66,9 +75,16 @@ Frame frame_for(const std::vector<std::pair<double, double>>& pts, int w, int h)
   }
   if (!std::isfinite(f.x0)) return Frame{0, 1, 0, 1, w, h};
   f.integer_x = std::all_of(pts.begin(), pts.end(), [](const auto& p) { return p.first == std::floor(p.first); });
-  if (f.x1 == f.x0) f.x0 -= 0.5, f.x1 += 0.5;
+  // One x value: widen by half an epoch, or relatively where 0.5 is below its precision (1e17).
+  if (f.x1 == f.x0) {
+    const double half = std::max(0.5, std::abs(f.x0) * 1e-6);
+    f.x0 -= half, f.x1 += half;
+  }
   const double pad = f.y1 > f.y0 ? (f.y1 - f.y0) * 0.05 : std::max(1e-3, std::abs(f.y0) * 0.05);
   f.y0 -= pad, f.y1 += pad;
+  // Spans beyond double (-1e308 .. 1e308) cannot be scaled: such a chart shows no axes.
+  if (!std::isfinite(f.x1 - f.x0) || !(f.x1 > f.x0)) f.x0 = 0, f.x1 = 1;
+  if (!std::isfinite(f.y1 - f.y0) || !(f.y1 > f.y0)) f.y0 = 0, f.y1 = 1;
   return f;
 }
 
@@ -99,7 +115,24 @@ std::string axes(const Frame& f, const std::string& title, const std::string& x_
 }
 
 double get(const nlohmann::json& j, const char* key) {
-  return j.contains(key) && j[key].is_number() ? j[key].get<double>() : std::nan("");
+  return j.is_object() && j.contains(key) && j[key].is_number() ? j[key].get<double>() : std::nan("");
+}
+
+// A value from a file as page text: strings as they are, anything else as JSON.
+std::string text_of(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : json_dump(v); }
+
+// j[key] as page text, "" when absent.
+std::string field(const nlohmann::json& j, const char* key) {
+  return j.is_object() && j.contains(key) ? text_of(j[key]) : "";
+}
+
+// The lines a reader left out, as a note under the charts.
+std::string skipped_note(const std::vector<std::string>& skipped) {
+  if (skipped.empty()) return "";
+  std::string o = "<p class='stopped'>" + std::to_string(skipped.size()) + " malformed line(s) left out:";
+  for (size_t i = 0; i < skipped.size() && i < 20; ++i) o += "<br>" + html_escape(skipped[i]);
+  if (skipped.size() > 20) o += "<br>...";
+  return o + "</p>";
 }
 
 std::string flat_rows(const nlohmann::json& j, const std::string& prefix = "") {
@@ -109,8 +142,7 @@ std::string flat_rows(const nlohmann::json& j, const std::string& prefix = "") {
     if (it->is_object()) {
       rows += flat_rows(*it, key);
     } else {
-      rows += "<tr><td>" + html_escape(key) + "</td><td>" +
-              html_escape(it->is_string() ? it->get<std::string>() : it->dump()) + "</td></tr>";
+      rows += "<tr><td>" + html_escape(key) + "</td><td>" + html_escape(text_of(*it)) + "</td></tr>";
     }
   }
   return rows;
@@ -139,7 +171,8 @@ std::string page(const std::string& title, const std::string& body) {
 
 }  // namespace
 
-std::string html_escape(const std::string& s) {
+std::string html_escape(const std::string& text) {
+  const std::string s = is_utf8(text) ? text : printable(text);
   std::string o;
   for (char c : s) {
     switch (c) {
@@ -154,22 +187,87 @@ std::string html_escape(const std::string& s) {
   return o;
 }
 
-std::vector<nlohmann::json> read_jsonl(const std::string& path, bool allow_torn_last_line) {
-  std::ifstream in(path);
-  if (!in) throw Error("cannot read " + path, "is it a run (metrics.jsonl) or sweep (sweep.jsonl) directory?");
-  std::vector<std::pair<int, std::string>> lines;  // (line number, text) of non-blank lines
-  std::string line;
-  for (int n = 1; std::getline(in, line); ++n) {
-    if (line.find_first_not_of(" \t\r") != std::string::npos) lines.emplace_back(n, line);
+namespace {
+
+// `line` with Python's bare NaN, Infinity and -Infinity (outside strings) replaced by null;
+// false when there are none.
+bool python_non_finite_to_null(std::string_view line, std::string* out) {
+  bool in_string = false, escaped = false, found = false;
+  out->clear();
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char c = line[i];
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+      *out += c;
+      continue;
+    }
+    if (c == '"') in_string = true;
+    size_t n = 0;
+    if (line.compare(i, 3, "NaN") == 0) n = 3;
+    else if (line.compare(i, 8, "Infinity") == 0) n = 8;
+    else if (line.compare(i, 9, "-Infinity") == 0) n = 9;
+    if (n > 0) {
+      *out += "null";
+      i += n - 1;
+      found = true;
+      continue;
+    }
+    *out += c;
+  }
+  return found;
+}
+
+constexpr uint64_t kMaxJsonlBytes = uint64_t{256} << 20;
+
+}  // namespace
+
+nlohmann::json parse_jsonl_line(std::string_view line, const std::string& what) {
+  nlohmann::json j;
+  try {
+    j = json_parse(line, what);
+  } catch (const Error&) {
+    std::string fixed;
+    if (!python_non_finite_to_null(line, &fixed)) throw;
+    j = json_parse(fixed, what);
+  }
+  if (!j.is_object()) throw Error(what + ": not a JSON object (" + std::string(j.type_name()) + ")");
+  return j;
+}
+
+std::vector<nlohmann::json> read_jsonl(const std::string& path, bool allow_torn_last_line,
+                                       std::vector<std::string>* skipped) {
+  std::string text;
+  try {
+    text = read_file(path, kMaxJsonlBytes);
+  } catch (const Error& e) {
+    throw Error(e.what(), "is it a run (metrics.jsonl) or sweep (sweep.jsonl) directory?");
+  }
+  std::vector<std::pair<int, std::string_view>> lines;  // (line number, text) of non-blank lines
+  int number = 1;
+  bool last_terminated = true;  // a torn line is the last one, with no newline after it
+  for (size_t start = 0; start < text.size(); ++number) {
+    size_t end = text.find('\n', start);
+    const bool terminated = end != std::string::npos;
+    if (!terminated) end = text.size();
+    const std::string_view line(text.data() + start, end - start);
+    if (line.find_first_not_of(" \t\r") != std::string_view::npos) {
+      lines.emplace_back(number, line);
+      last_terminated = terminated;
+    }
+    start = end + 1;
   }
   std::vector<nlohmann::json> out;
   for (size_t i = 0; i < lines.size(); ++i) {
-    nlohmann::json j = nlohmann::json::parse(lines[i].second, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object()) {
-      if (allow_torn_last_line && i + 1 == lines.size()) break;
-      throw Error(path + ":" + std::to_string(lines[i].first) + ": not a JSON object");
+    const std::string where = printable(path) + ":" + std::to_string(lines[i].first);
+    try {
+      out.push_back(parse_jsonl_line(lines[i].second, where));
+    } catch (const Error& e) {
+      if (allow_torn_last_line && i + 1 == lines.size() && !last_terminated) break;
+      if (skipped == nullptr) throw;
+      skipped->push_back(e.what());
     }
-    out.push_back(std::move(j));
   }
   return out;
 }
@@ -227,7 +325,8 @@ std::string svg_scatter(const std::string& title, const std::string& x_label, co
 }
 
 std::string write_run_report(const std::string& run_dir, const nlohmann::json& config) {
-  const auto epochs = read_jsonl((fs::path(run_dir) / "metrics.jsonl").string());
+  std::vector<std::string> skipped;
+  const auto epochs = read_jsonl((fs::path(run_dir) / "metrics.jsonl").string(), /*allow_torn_last_line=*/true, &skipped);
   Series train_loss{"train", {}}, val_loss{"val", {}}, train_acc{"train", {}}, val_acc{"val", {}}, secs{"seconds", {}};
   double best = -1, total = 0;
   int64_t best_epoch = -1;
@@ -238,7 +337,9 @@ std::string write_run_report(const std::string& run_dir, const nlohmann::json& c
     train_acc.points.emplace_back(x, get(e, "training_acc"));
     val_acc.points.emplace_back(x, get(e, "validation_acc"));
     secs.points.emplace_back(x, get(e, "seconds"));
-    if (get(e, "validation_acc") > best) best = get(e, "validation_acc"), best_epoch = static_cast<int64_t>(x);
+    if (get(e, "validation_acc") > best && std::abs(x) < 9e18) {  // an epoch of 1e300 is no int64_t
+      best = get(e, "validation_acc"), best_epoch = static_cast<int64_t>(x);
+    }
     if (std::isfinite(get(e, "seconds"))) total += get(e, "seconds");
   }
   std::ostringstream b;
@@ -254,7 +355,7 @@ std::string write_run_report(const std::string& run_dir, const nlohmann::json& c
   }
   b << "</tr></table><div class='charts'>" << svg_line_chart("loss", "epoch", {train_loss, val_loss})
     << svg_line_chart("accuracy", "epoch", {train_acc, val_acc})
-    << svg_line_chart("seconds per epoch (training)", "epoch", {secs}) << "</div>";
+    << svg_line_chart("seconds per epoch (training)", "epoch", {secs}) << "</div>" << skipped_note(skipped);
   b << "<h2>Files</h2><table>";
   std::vector<std::string> files = {"model.pt", "model.onnx", "metrics.jsonl", "checkpoints"};
   std::error_code ec;
@@ -279,7 +380,8 @@ std::string write_sweep_report(const std::string& sweep_dir, const std::string& 
   if (goal != "maximize" && goal != "minimize") {
     throw ConfigError("--goal must be maximize or minimize, got '" + goal + "'");
   }
-  auto trials = read_jsonl((fs::path(sweep_dir) / "sweep.jsonl").string());
+  std::vector<std::string> skipped;
+  auto trials = read_jsonl((fs::path(sweep_dir) / "sweep.jsonl").string(), /*allow_torn_last_line=*/true, &skipped);
   const bool maximize = goal == "maximize";
   auto metric_of = [](const nlohmann::json& t) {
     const double v = get(t, "best_metric");
@@ -301,25 +403,33 @@ std::string write_sweep_report(const std::string& sweep_dir, const std::string& 
     }
   }
   for (const auto& t : trials) {
-    const std::string id = t.contains("trial") ? (t["trial"].is_string() ? t["trial"].get<std::string>() : t["trial"].dump()) : "?";
-    char dir[32];
-    std::snprintf(dir, sizeof(dir), "%03d", t.contains("trial") && t["trial"].is_number() ? t["trial"].get<int>() : 0);
-    const fs::path m = fs::path(sweep_dir) / "trials" / dir / "metrics.jsonl";
+    // Every value below comes from a file: escaped, and read without assuming its type.
+    const std::string id = t.contains("trial") ? text_of(t["trial"]) : "?";
     Series s{"trial " + id, {}};
-    std::error_code ec;
-    if (fs::exists(m, ec)) {
-      for (const auto& e : read_jsonl(m.string())) s.points.emplace_back(get(e, "epoch"), get(e, metric.c_str()));
+    if (t.contains("trial") && t["trial"].is_number_integer() && t["trial"].get<int64_t>() >= 0 &&
+        t["trial"].get<int64_t>() < 1000000000) {
+      char dir[32];
+      std::snprintf(dir, sizeof(dir), "%03lld", static_cast<long long>(t["trial"].get<int64_t>()));
+      const fs::path m = fs::path(sweep_dir) / "trials" / dir / "metrics.jsonl";
+      std::error_code ec;
+      if (fs::exists(m, ec)) {
+        try {
+          for (const auto& e : read_jsonl(m.string(), true, &skipped)) s.points.emplace_back(get(e, "epoch"), get(e, metric.c_str()));
+        } catch (const Error& e) {
+          skipped.push_back(e.what());  // not a regular file, too big: the trial's row stays
+        }
+      }
     }
     curves.push_back(std::move(s));
-    const std::string status = t.value("status", "");
+    const std::string status = field(t, "status");
     rows << "<tr" << (status == "early_terminated" ? " class='stopped'" : "") << "><td>" << html_escape(id)
          << "</td><td>" << html_escape(status == "early_terminated" ? "early terminated" : status) << "</td><td>"
-         << num(metric_of(t)) << "</td><td>" << (t.contains("epochs_run") ? t["epochs_run"].dump() : "") << "</td><td>"
+         << num(metric_of(t)) << "</td><td>" << html_escape(field(t, "epochs_run")) << "</td><td>"
          << num(get(t, "seconds"), 4) << "</td>";
+    const nlohmann::json p = t.contains("params") && t["params"].is_object() ? t["params"] : nlohmann::json::object();
     for (const auto& n : names) {
-      const auto& p = t.contains("params") ? t["params"] : nlohmann::json::object();
       std::string v;
-      if (p.contains(n)) v = p[n].is_string() ? p[n].get<std::string>() : p[n].is_number() ? num(p[n].get<double>(), 5) : p[n].dump();
+      if (p.contains(n)) v = p[n].is_number() ? num(p[n].get<double>(), 5) : text_of(p[n]);
       rows << "<td>" << html_escape(v) << "</td>";
       if (p.contains(n) && p[n].is_number()) by_param[n].emplace_back(p[n].get<double>(), metric_of(t));
     }
@@ -328,7 +438,8 @@ std::string write_sweep_report(const std::string& sweep_dir, const std::string& 
   std::ostringstream b;
   b << "<p>" << trials.size() << " trials; metric <b>" << html_escape(metric) << "</b> (" << html_escape(goal)
     << "), best first. Early-terminated trials are marked in red.</p><div class='charts'>"
-    << svg_line_chart(metric + " per epoch, every trial", "epoch", curves, 720, 360) << "</div>";
+    << svg_line_chart(metric + " per epoch, every trial", "epoch", curves, 720, 360) << "</div>"
+    << skipped_note(skipped);
   b << "<h2>Trials</h2><table><tr><th>trial</th><th>status</th><th>best " << html_escape(metric)
     << "</th><th>epochs</th><th>seconds</th>";
   for (const auto& n : names) b << "<th>" << html_escape(n) << "</th>";

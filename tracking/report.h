@@ -3,6 +3,7 @@
 // files a run or a sweep leaves: metrics.jsonl per run, sweep.jsonl per sweep. tracking/ knows
 // no trainer: what a page shows comes from those files and a config JSON its caller passes.
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -10,10 +11,20 @@
 namespace ctrain::tracking {
 
 // The JSON objects of a JSON-lines file. Throws ctrain::Error naming the file and line for a
-// missing file or a line that is not a JSON object. Blank lines are skipped. With
-// `allow_torn_last_line`, a last line that does not parse is dropped instead: a writer killed
-// mid-append leaves one (ctrain-sweep's journal after SIGKILL).
-std::vector<nlohmann::json> read_jsonl(const std::string& path, bool allow_torn_last_line = false);
+// missing file, one that is not a regular file or is over 256 MB, or a line that is not a JSON
+// object. Blank lines are skipped. With `allow_torn_last_line`, a last line that does not
+// parse and has no newline after it is dropped instead: a writer killed mid-append leaves one
+// (ctrain-sweep's journal after SIGKILL). With `skipped`, a line that is not a JSON object is left out and described there
+// ("PATH:LINE: why") instead of thrown, for readers that show what they can (reports).
+// Python's json writes NaN, Infinity and -Infinity for non-finite floats: those read as null.
+std::vector<nlohmann::json> read_jsonl(const std::string& path, bool allow_torn_last_line = false,
+                                       std::vector<std::string>* skipped = nullptr);
+
+// One line of a JSON-lines file from outside (a trainer's metrics.jsonl): a JSON object, with
+// Python's bare NaN / Infinity / -Infinity read as null. Throws ctrain::Error naming `what`
+// (e.g. "trials/003/metrics.jsonl:4") for malformed JSON, nesting deeper than 64 and a value
+// that is not an object.
+nlohmann::json parse_jsonl_line(std::string_view line, const std::string& what);
 
 // One line chart: each series is (x, y) points with a name; drawn as inline SVG.
 struct Series {
@@ -27,7 +38,8 @@ std::string svg_scatter(const std::string& title, const std::string& x_label,
                         const std::string& y_label, const std::vector<std::pair<double, double>>& points,
                         int width = 360, int height = 260);
 
-// HTML-escapes text for element content and attribute values.
+// HTML-escapes text for element content and attribute values; bytes that are not UTF-8 become
+// U+FFFD, so any text read from a file can be printed into a page.
 std::string html_escape(const std::string& s);
 
 // run_dir/report.html from run_dir/metrics.jsonl: loss and accuracy curves (train and val per

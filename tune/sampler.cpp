@@ -46,8 +46,13 @@ class GridSampler : public Sampler {
     }
   }
   int64_t capacity() const override {
+    // Saturates: five choice(range(10000)) parameters would overflow int64_t.
     int64_t n = 1;
-    for (const Param& p : space_) n *= static_cast<int64_t>(p.choices.size());
+    for (const Param& p : space_) {
+      const auto k = static_cast<int64_t>(p.choices.size());
+      if (n > std::numeric_limits<int64_t>::max() / k) return std::numeric_limits<int64_t>::max();
+      n *= k;
+    }
     return n;
   }
   nlohmann::json propose(int64_t index, const std::vector<Observation>&) override {

@@ -7,9 +7,11 @@
 //   normal(mu, sigma)              qnormal(mu, sigma, q)
 //   lognormal(mu, sigma)           = exp(normal(mu, sigma))  qlognormal(mu, sigma, q)
 // Values are JSON (numbers or strings), so a trial's parameters are one JSON object.
+#include <cstddef>
 #include <cstdint>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -38,17 +40,30 @@ struct Param {
                                   kind == Kind::kLognormal || kind == Kind::kQlognormal; }
   // Maps an internal value (the uniform's or normal's draw, in log space for log kinds) to the
   // parameter's value: exp for log kinds, then the q rounding.
+  // u is clamped to internal_range() first, so the value is always a finite number.
   nlohmann::json from_internal(double u) const;
+  // The internal values a draw may take: [lo, hi] (log space for log kinds), mu +- 6 sigma for
+  // the normal kinds.
+  std::pair<double, double> internal_range() const;
 };
 
-// Parses "name=expr". Throws ConfigError naming the parameter: unknown expression, wrong
-// argument count, an empty choice, lo >= hi, sigma <= 0, q <= 0, upper < 1, bad numbers.
+// The most values one choice() may list, range()s expanded: range() counts its values before
+// making them, so choice(range(0, 1e9)) is refused rather than filling memory.
+constexpr size_t kMaxChoices = 10000;
+
+// Parses "name=expr". Throws ConfigError naming the parameter and the expression: unknown
+// expression, wrong argument count, an empty choice, lo >= hi, sigma <= 0, q <= 0, upper < 1
+// or above 2^53, bad numbers; a range() that is empty, takes non-integers or has more than
+// kMaxChoices values; a range whose span overflows double, and for the log kinds one whose
+// exp() overflows to inf or underflows to 0 (lognormal: mu +- 6 sigma), so no trial is ever
+// passed "--lr null" or "--lr 0".
 Param parse_param(const std::string& spec);
 
 using Space = std::vector<Param>;
 
 // The command-line form of a value: strings as they are, integral numbers without ".0", other
-// numbers with the shortest text that reads back to the same double.
+// numbers with the shortest text that reads back to the same double. Throws ctrain::Error for
+// a non-finite number (JSON would print it as null).
 std::string format_value(const nlohmann::json& v);
 
 }  // namespace ctrain::tune

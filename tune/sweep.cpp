@@ -25,6 +25,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "tracking/report.h"
 #include "tune/sampler.h"
 
@@ -56,13 +57,20 @@ std::string fmt(double v) {
   return b;
 }
 
+// An executable regular file: a directory has its x bit too, and execvp fails on it in every
+// trial (EACCES), which would make a sweep of failed trials that exits 0.
+bool executable_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
 // Whether `prog` names an executable (a path, or a name on PATH), as execvp will look for it.
 bool executable(const std::string& prog) {
-  if (prog.find('/') != std::string::npos) return ::access(prog.c_str(), X_OK) == 0;
+  if (prog.find('/') != std::string::npos) return executable_file(prog);
   const char* path = std::getenv("PATH");
   std::istringstream dirs(path ? path : "");
   for (std::string d; std::getline(dirs, d, ':');) {
-    if (::access((fs::path(d.empty() ? "." : d) / prog).c_str(), X_OK) == 0) return true;
+    if (executable_file((fs::path(d.empty() ? "." : d) / prog).string())) return true;
   }
   return false;
 }
@@ -92,6 +100,9 @@ struct Trial {
   int64_t epochs = -1;          // --epochs passed (ASHA), -1: the program's own
   std::map<int64_t, double> by_epoch;  // metric per epoch (a re-run epoch overwrites)
   std::streamoff read_offset = 0;
+  int64_t lines_read = 0;       // metrics.jsonl lines read so far, for messages
+  int64_t bad_lines = 0;        // lines skipped: not a JSON object, no integer epoch, a non-number metric
+  int64_t non_finite = 0;       // lines whose metric was NaN or infinite (not recorded)
   pid_t pid = -1;               // running when > 0
   Clock::time_point started{};
   double seconds = 0;           // wall time over all its runs
@@ -136,7 +147,7 @@ class Sweep {
         throw ConfigError("--output-dir " + dir_.string() + " already holds a sweep",
                           "continue it with --resume, or choose another --output-dir");
       }
-      write_file_atomic((dir_ / "config.json").string(), c_.to_json().dump(2) + "\n");
+      write_file_atomic((dir_ / "config.json").string(), json_dump(c_.to_json(), 2) + "\n");
     }
     journal_.open(dir_ / "journal.jsonl", std::ios::app);
     if (!journal_) throw Error("cannot open " + (dir_ / "journal.jsonl").string() + " for appending");
@@ -160,12 +171,22 @@ class Sweep {
   }
 
   void journal(const nlohmann::json& j) {
-    journal_ << j.dump() << std::endl;
+    journal_ << json_dump(j) << std::endl;
     if (!journal_) throw Error("cannot append to " + (dir_ / "journal.jsonl").string() + ": " + std::strerror(errno));
   }
 
   // Rebuilds the scheduler's state from journal.jsonl, sweep.jsonl and the trials' metrics.
   void restore() {
+    try {
+      restore_records();
+    } catch (const nlohmann::json::exception& e) {  // a record without its fields, or of the wrong type
+      throw Error("--resume: " + dir_.string() + " holds a malformed journal.jsonl or sweep.jsonl record: " +
+                      printable(e.what()),
+                  "that sweep cannot be continued; start a new one in another --output-dir");
+    }
+  }
+
+  void restore_records() {
     if (!fs::exists(dir_ / "journal.jsonl")) {
       throw Error("--resume: " + dir_.string() + " holds no sweep (no journal.jsonl)",
                   "start it without --resume");
@@ -290,7 +311,7 @@ class Sweep {
       t.epochs = asha_->budget(0);
     }
     journal({{"event", "start"}, {"trial", id}, {"params", t.params}, {"rung", t.rung}, {"epochs", t.epochs}});
-    out_ << "trial " << trial_name(id) << " started: " << t.params.dump()
+    out_ << "trial " << trial_name(id) << " started: " << json_dump(t.params)
          << (t.epochs > 0 ? " (" + std::to_string(t.epochs) + " epochs)" : "") << "\n" << std::flush;
     spawn(t, false);
   }
@@ -313,9 +334,24 @@ class Sweep {
     return b;
   }
 
-  // Reads the complete lines appended to the trial's metrics.jsonl since the last read.
+  // A line of a trial's metrics.jsonl that was left out, on the sweep's output: the first few
+  // per trial, so a trainer writing garbage every epoch does not flood it.
+  void skip_line(Trial& t, const std::string& why) {
+    ++t.bad_lines;
+    if (t.bad_lines <= 5) out_ << "ctrain-sweep: trial " << trial_name(t.id) << ": skipped " << why << "\n";
+    if (t.bad_lines == 5) out_ << "ctrain-sweep: trial " << trial_name(t.id) << ": further skipped lines not shown\n";
+    out_ << std::flush;
+  }
+
+  // Reads the complete lines appended to the trial's metrics.jsonl since the last read. The
+  // trainer is a program from outside: a line that is not a JSON object, has an epoch that is
+  // not an integer or a metric that is not a number is skipped and reported naming the trial,
+  // the file and the line; a NaN or infinite metric is counted, not recorded. Only a metric
+  // that no line has at all stops the sweep (--metric names the wrong field).
   void read_metrics(Trial& t) {
     const fs::path p = trial_dir(t.id) / "metrics.jsonl";
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) return;  // not yet written (a FIFO would block the sweep)
     std::ifstream in(p, std::ios::binary);
     if (!in) return;
     in.seekg(t.read_offset);
@@ -323,24 +359,60 @@ class Sweep {
     size_t start = 0;
     for (size_t nl; (nl = chunk.find('\n', start)) != std::string::npos; start = nl + 1) {
       const std::string line = chunk.substr(start, nl - start);
-      if (line.empty()) continue;
+      ++t.lines_read;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      const std::string where = printable(p.string()) + ":" + std::to_string(t.lines_read);
       nlohmann::json j;
       try {
-        j = nlohmann::json::parse(line);
-      } catch (const std::exception&) {
+        j = tracking::parse_jsonl_line(line, where);
+      } catch (const Error& e) {
+        skip_line(t, e.what());
         continue;
       }
-      if (!j.contains(c_.metric) || !j[c_.metric].is_number()) {
+      if (!j.contains(c_.metric)) {
         std::string names;
-        for (auto it = j.begin(); it != j.end(); ++it) names += (names.empty() ? "" : ", ") + it.key();
-        fatal_ = "--metric " + c_.metric + ": trial " + trial_name(t.id) + "'s " + p.string() +
-                 " has no such number; it writes: " + names;
+        for (auto it = j.begin(); it != j.end(); ++it) names += (names.empty() ? "" : ", ") + printable(it.key());
+        fatal_ = "--metric " + c_.metric + ": trial " + trial_name(t.id) + "'s " + where +
+                 " has no such field; it writes: " + names;
+        t.read_offset += static_cast<std::streamoff>(start);
         return;
       }
-      const int64_t epoch = j.value("epoch", static_cast<int64_t>(t.by_epoch.size()));
-      t.by_epoch[epoch] = j[c_.metric].get<double>();
+      const nlohmann::json& m = j[c_.metric];
+      if (!m.is_null() && !m.is_number()) {
+        skip_line(t, where + ": " + c_.metric + " is not a number: " + printable(json_dump(m).substr(0, 80)));
+        continue;
+      }
+      int64_t epoch = static_cast<int64_t>(t.by_epoch.size());
+      if (j.contains("epoch")) {
+        if (!j["epoch"].is_number_integer()) {
+          skip_line(t, where + ": epoch is not an integer: " + printable(json_dump(j["epoch"]).substr(0, 80)));
+          continue;
+        }
+        epoch = j["epoch"].get<int64_t>();
+      }
+      // null is how nlohmann (and so a ctrain trainer) writes NaN; Python's NaN reads as null.
+      const double v = m.is_null() ? std::nan("") : m.get<double>();
+      if (!std::isfinite(v)) {
+        ++t.non_finite;
+        out_ << "ctrain-sweep: trial " << trial_name(t.id) << ": " << c_.metric << " is " << (std::isnan(v) ? "NaN" : "infinite")
+             << " at epoch " << epoch << " (" << where << ")\n" << std::flush;
+        continue;
+      }
+      t.by_epoch[epoch] = v;
     }
     t.read_offset += static_cast<std::streamoff>(start);
+  }
+
+  // Why a trial that exited 0 has no value of the metric, when its metrics.jsonl had lines:
+  // "" when it had none at all.
+  std::string no_metric_reason(const Trial& t) const {
+    const std::string file = printable((trial_dir(t.id) / "metrics.jsonl").string());
+    if (t.non_finite > 0) {
+      return c_.metric + " was NaN or infinite in every line that had it (" + std::to_string(t.non_finite) + ", in " +
+             file + "): the run diverged?";
+    }
+    if (t.bad_lines > 0) return "all " + std::to_string(t.bad_lines) + " lines of " + file + " were malformed";
+    return "";
   }
 
   void apply_policy(Trial& t) {
@@ -387,7 +459,8 @@ class Sweep {
     }
     if (code == 0 && asha_ && t.rung + 1 < asha_->rungs()) {
       if (t.by_epoch.empty()) {
-        record(t, "failed", "exit code 0 but no " + c_.metric + " in its metrics.jsonl", code);
+        const std::string why = no_metric_reason(t);
+        record(t, "failed", why.empty() ? "exit code 0 but no " + c_.metric + " in its metrics.jsonl" : why, code);
         return;
       }
       // Its value at the rung: the metric of the last epoch it trained.
@@ -401,6 +474,11 @@ class Sweep {
     }
     if (code == 0) {
       if (t.by_epoch.empty()) {
+        // NaN values or malformed lines are this trial's failure; no line at all, every trial's.
+        if (const std::string why = no_metric_reason(t); !why.empty()) {
+          record(t, "failed", why, code);
+          return;
+        }
         fatal_ = "--metric " + c_.metric + ": trial " + trial_name(t.id) + " finished without writing " +
                  (trial_dir(t.id) / "metrics.jsonl").string();
         return;
@@ -442,7 +520,7 @@ class Sweep {
     records_[t.id] = r;
     finished_order_.push_back(t.id);
     std::ofstream s(dir_ / "sweep.jsonl", std::ios::app);
-    s << r.dump() << std::endl;
+    s << json_dump(r) << std::endl;
     if (!s) throw Error("cannot append to " + (dir_ / "sweep.jsonl").string() + ": " + std::strerror(errno));
     write_best();
     if (status != "early_terminated") {
@@ -467,7 +545,7 @@ class Sweep {
   }
 
   void write_best() {
-    if (const auto b = best_trial()) write_file_atomic((dir_ / "best.json").string(), records_.at(*b).dump(2) + "\n");
+    if (const auto b = best_trial()) write_file_atomic((dir_ / "best.json").string(), json_dump(records_.at(*b), 2) + "\n");
   }
 
   void progress(bool force) {
@@ -611,11 +689,11 @@ class Sweep {
            << std::right << "  " << std::setw(14)
            << (r["best_metric"].is_number() ? fmt(r["best_metric"].get<double>()) : std::string("-")) << "  "
            << std::setw(6) << r["epochs_run"].get<int64_t>() << "  " << std::setw(7) << std::fixed
-           << std::setprecision(1) << r["seconds"].get<double>() << "  " << r["params"].dump() << "\n";
+           << std::setprecision(1) << r["seconds"].get<double>() << "  " << json_dump(r["params"]) << "\n";
     }
     if (const auto b = best_trial()) {
       out_ << "best: trial " << trial_name(*b) << " " << c_.metric << " "
-           << fmt(records_.at(*b)["best_metric"].get<double>()) << " " << records_.at(*b)["params"].dump()
+           << fmt(records_.at(*b)["best_metric"].get<double>()) << " " << json_dump(records_.at(*b)["params"])
            << " (" << (dir_ / "best.json").string() << ")\n";
     }
     try {

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "apps/common/cli.h"
+#include "core/json.h"
 #include "serve/registry.h"
 
 namespace {
@@ -15,7 +16,11 @@ std::map<std::string, std::string> parse_tags(const std::vector<std::string>& ta
   std::map<std::string, std::string> out;
   for (const auto& t : tags) {
     const auto eq = t.find('=');
-    if (eq == std::string::npos || eq == 0) throw ctrain::ConfigError("--tag " + t + ": expected KEY=VALUE");
+    if (eq == std::string::npos || eq == 0) throw ctrain::ConfigError("--tag " + ctrain::printable(t) + ": expected KEY=VALUE");
+    if (!ctrain::is_utf8(t) || ctrain::printable(t) != t) {
+      throw ctrain::ConfigError("--tag " + ctrain::printable(t) + ": not printable UTF-8 text",
+                                "tags are KEY=VALUE text without control characters, e.g. data=birds");
+    }
     out[t.substr(0, eq)] = t.substr(eq + 1);
   }
   return out;
@@ -65,13 +70,19 @@ int run(int argc, char** argv) {
     for (const auto& v : all) {
       std::string tag_text;
       if (v.metadata.contains("tags") && v.metadata["tags"].is_object()) {
-        for (const auto& [k, val] : v.metadata["tags"].items()) tag_text += k + "=" + val.get<std::string>() + " ";
+        for (const auto& [k, val] : v.metadata["tags"].items()) {
+          tag_text += ctrain::printable(k) + "=" + ctrain::printable(val.is_string() ? val.get<std::string>() : ctrain::json_dump(val)) + " ";
+        }
       }
+      // metadata.json is a file anyone may have edited: nothing in it is assumed to be a string.
+      const std::string created = v.metadata.contains("created") && v.metadata["created"].is_string()
+                                      ? ctrain::printable(v.metadata["created"].get<std::string>())
+                                      : "?";
       std::printf("%-24s %7lld  %-20s  %8s  %s\n", v.name.c_str(), static_cast<long long>(v.version),
-                  v.metadata.value("created", "?").c_str(), metric_of(v.metadata).c_str(), tag_text.c_str());
+                  created.c_str(), metric_of(v.metadata).c_str(), tag_text.c_str());
     }
   } else if (show->parsed()) {
-    std::printf("%s\n", registry.resolve(ctrain::serve::parse_model_ref(ref)).metadata.dump(2).c_str());
+    std::printf("%s\n", ctrain::json_dump(registry.resolve(ctrain::serve::parse_model_ref(ref)).metadata, 2).c_str());
   } else if (where->parsed()) {
     const auto v = registry.resolve(ctrain::serve::parse_model_ref(ref));
     std::printf("%s\n", std::filesystem::absolute(v.model_path()).lexically_normal().c_str());

@@ -8,6 +8,7 @@
 
 #include "apps/common/cli.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "apps/common/models.h"
 #include "tracking/report.h"
 
@@ -24,15 +25,19 @@ int run(int argc, char** argv) {
   // A ctrain-sweep directory says what it optimised in config.json.
   if (const fs::path cfg = fs::path(dir) / "config.json"; fs::exists(cfg)) {
     try {
-      const auto j = nlohmann::json::parse(ctrain::read_file(cfg.string()));
-      if (metric_opt->count() == 0 && j.contains("metric")) metric = j["metric"].get<std::string>();
-      if (goal_opt->count() == 0 && j.contains("goal")) goal = j["goal"].get<std::string>();
-    } catch (const nlohmann::json::exception&) {
-      // not a sweep's config: the flags' defaults stand
+      const auto j = ctrain::json_parse(ctrain::read_file(cfg.string(), 16 << 20), cfg.string());
+      if (metric_opt->count() == 0 && j.is_object() && j.contains("metric") && j["metric"].is_string()) {
+        metric = j["metric"].get<std::string>();
+      }
+      if (goal_opt->count() == 0 && j.is_object() && j.contains("goal") && j["goal"].is_string()) {
+        goal = j["goal"].get<std::string>();
+      }
+    } catch (const ctrain::Error&) {
+      // not a sweep's config (or not a readable file): the flags' defaults stand
     }
   }
   if (goal != "maximize" && goal != "minimize") {
-    throw ctrain::ConfigError("--goal must be maximize or minimize, got '" + goal + "'");
+    throw ctrain::ConfigError("--goal must be maximize or minimize, got '" + ctrain::printable(goal) + "'");
   }
   if (metric.empty()) throw ctrain::ConfigError("--metric must not be empty");
   std::string path;

@@ -11,6 +11,7 @@
 #include "apps/common/cli.h"
 #include "apps/common/serving.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "data/decode.h"
 #include "data/idx.h"
 #include "serve/handler.h"
@@ -50,12 +51,18 @@ std::string labels_beside(const std::string& images) {
   return "";
 }
 
+// One JSON line on stdout. File names are bytes, not necessarily UTF-8 (a Latin-1 name in a
+// folder): json_dump shows such bytes as U+FFFD instead of throwing, so the rest is scored.
+void print_line(const nlohmann::json& line) { std::printf("%s\n", ctrain::json_dump(line).c_str()); }
+
 void print_predictions(const std::vector<std::string>& files, const std::vector<ctrain::serve::Prediction>& preds) {
   for (size_t i = 0; i < preds.size(); ++i) {
-    std::printf("%s\n", nlohmann::json({{"file", files[i]}, {"label", preds[i].label},
-                                         {"probability", preds[i].probability}}).dump().c_str());
+    print_line({{"file", files[i]}, {"label", preds[i].label}, {"probability", preds[i].probability}});
   }
 }
+
+// Images above this are refused unread (a decompression-bomb check follows for what is read).
+constexpr uint64_t kMaxImageBytes = uint64_t{64} << 20;
 
 int run(int argc, char** argv) {
   std::string model_arg, registry = "models", device = "cpu";
@@ -74,7 +81,7 @@ int run(int argc, char** argv) {
   if (batch_size < 1 || batch_size > 65536) throw ctrain::ConfigError("--batch-size must be in 1..65536");
   if (threads < 0 || threads > 1024) throw ctrain::ConfigError("--threads must be in 0..1024");
   for (const auto& in : inputs) {
-    if (!fs::exists(in)) throw ctrain::ConfigError(in + ": no such file or folder");
+    if (!fs::exists(in)) throw ctrain::ConfigError(ctrain::printable(in) + ": no such file or folder");
   }
   const torch::Device dev = ctrain::apps::parse_serving_device(device);
   if (threads > 0) torch::set_num_threads(threads);
@@ -93,7 +100,8 @@ int run(int argc, char** argv) {
   };
   auto score_image = [&](const std::string& path) {
     try {
-      rows.push_back(handler.preprocess_image(ctrain::read_file(path), path));
+      // read_file refuses a device, FIFO or directory (/dev/zero would fill memory) and a huge file.
+      rows.push_back(handler.preprocess_image(ctrain::read_file(path, kMaxImageBytes), ctrain::printable(path)));
       files.push_back(path);
     } catch (const std::exception& e) {  // one bad file is reported, and the rest still scored
       std::fprintf(stderr, "ctrain-score: skipped %s\n", e.what());
@@ -104,12 +112,20 @@ int run(int argc, char** argv) {
   for (const auto& in : inputs) {
     if (fs::is_directory(in)) {
       std::vector<std::string> found;
-      for (const auto& e : fs::recursive_directory_iterator(in)) {
-        if (e.is_regular_file() && is_scored_image(e.path())) found.push_back(e.path().string());
+      std::error_code ec;
+      for (auto it = fs::recursive_directory_iterator(in, fs::directory_options::skip_permission_denied, ec);
+           !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+        std::error_code type_ec;
+        if (it->is_regular_file(type_ec) && is_scored_image(it->path())) found.push_back(it->path().string());
       }
+      if (ec) std::fprintf(stderr, "ctrain-score: warning: %s: %s\n", ctrain::printable(in).c_str(), ec.message().c_str());
       std::sort(found.begin(), found.end());
-      if (found.empty()) std::fprintf(stderr, "ctrain-score: warning: no .jpg/.jpeg/.png files under %s\n", in.c_str());
+      if (found.empty()) {
+        std::fprintf(stderr, "ctrain-score: warning: no .jpg/.jpeg/.png files under %s\n", ctrain::printable(in).c_str());
+      }
       for (const auto& f : found) score_image(f);
+    } else if (!fs::is_regular_file(in)) {
+      score_image(in);  // a device or FIFO: refused unopened by read_file, and counted as failed
     } else if (looks_like_idx(in)) {
       flush();
       const ctrain::data::IdxArray idx = ctrain::data::read_idx(in, 3);
@@ -143,12 +159,12 @@ int run(int argc, char** argv) {
             line["target"] = handler.classes().at(labels[at + i]);
             correct += preds[i].index == labels[at + i];
           }
-          std::printf("%s\n", line.dump().c_str());
+          print_line(line);
         }
       }
       if (static_cast<int64_t>(labels.size()) == n) {
-        std::printf("%s\n", nlohmann::json({{"file", in}, {"labels", labels_path}, {"accuracy", double(correct) / n},
-                                             {"correct", correct}, {"total", n}}).dump().c_str());
+        print_line({{"file", in}, {"labels", labels_path}, {"accuracy", double(correct) / n}, {"correct", correct},
+                    {"total", n}});
       } else if (!labels_path.empty()) {
         std::fprintf(stderr, "ctrain-score: %s has %zu labels for %lld images: no accuracy\n", labels_path.c_str(),
                      labels.size(), static_cast<long long>(n));

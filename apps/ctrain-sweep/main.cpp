@@ -14,6 +14,7 @@
 
 #include "apps/common/cli.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "tune/sweep.h"
 
 namespace {
@@ -104,9 +105,9 @@ int run(int argc, char** argv) {
     }
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(ctrain::read_file(path));
-    } catch (const nlohmann::json::exception& e) {
-      throw ctrain::ConfigError("--resume: " + path + " is not valid JSON: " + e.what());
+      j = ctrain::json_parse(ctrain::read_file(path, 16 << 20), path);
+    } catch (const ctrain::Error& e) {
+      throw ctrain::ConfigError(std::string("--resume: ") + e.what());
     }
     const std::string dir = c.output_dir;
     c = ctrain::tune::SweepConfig::from_json(j);
