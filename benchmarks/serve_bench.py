@@ -93,6 +93,7 @@ def main():
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--clients", default="1,8,64")
     p.add_argument("--serve-args", default="", help="extra ctrain-serve flags (default: its automatic batching)")
+    p.add_argument("--server", default=f"{BIN}/ctrain-serve", help="the ctrain-serve binary (e.g. an older build)")
     a = p.parse_args()
     clients = [int(c) for c in a.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,7 +112,7 @@ def main():
                 ("MNIST DNN, JSON", mnist_model, "mnist", json_body, "application/json"),
                 ("ResNet-18, JPEG 1024x768", birds_model, "birds", jpeg_body, "image/jpeg")):
             port_c, port_p = free_port(), free_port()
-            ctrain = start([f"{BIN}/ctrain-serve", "--model", model, "--port", str(port_c)] + a.serve_args.split(), port_c)
+            ctrain = start([a.server, "--model", model, "--port", str(port_c)] + a.serve_args.split(), port_c)
             peer = start(["/usr/bin/python3", os.path.join(HERE, "serve_peer.py"), "--model", peer_model,
                           "--port", str(port_p)], port_p)
             try:

@@ -12,7 +12,8 @@ packages=(
   protobuf-compiler                   # TensorBoard event messages from tracking/tensorboard.proto
   libopenmpi-dev openmpi-bin
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
-  libcpp-httplib-dev libssl-dev       # ctrain-serve's HTTP layer; SHA-256 for the model registry
+  libboost-dev libssl-dev             # ctrain-serve's HTTP layer (Boost.Beast); SHA-256 for the model registry
+  libcpp-httplib-dev                  # the serve tests' HTTP client
   clang-14 libclang-rt-14-dev          # libFuzzer + sanitizers for `make fuzz`
   dataset-fashion-mnist               # the embedded default data (IDX files)
   python3-torch python3-torchvision   # PyTorch peers: parity tests and benchmarks

@@ -1,5 +1,7 @@
 #include "serve/batcher.h"
 
+#include <system_error>
+
 namespace ctrain::serve {
 
 DynamicBatcher::DynamicBatcher(Infer infer, BatcherOptions options, std::function<void(int64_t)> on_batch)
@@ -10,7 +12,23 @@ DynamicBatcher::DynamicBatcher(Infer infer, BatcherOptions options, std::functio
   }
   if (options_.max_queue < 1 || options_.max_queue > (int64_t{1} << 24)) throw ConfigError("--max-queue must be in 1..16777216");
   if (options_.instances < 1 || options_.instances > 64) throw ConfigError("--instances must be in 1..64");
-  for (int i = 0; i < options_.instances; ++i) workers_.emplace_back([this] { run(); });
+  workers_.reserve(static_cast<size_t>(options_.instances));  // emplace_back then throws only system_error
+  try {
+    for (int i = 0; i < options_.instances; ++i) workers_.emplace_back([this] { run(); });
+  } catch (const std::system_error& e) {
+    // The threads that did start are stopped and joined: a joinable std::thread destroyed by
+    // the unwinding would terminate the process.
+    const size_t started = workers_.size();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    for (auto& w : workers_) w.join();
+    throw Error("cannot start the batcher's threads (" + std::to_string(started) + " of " +
+                    std::to_string(options_.instances) + " started): " + e.what(),
+                "lower --instances, or raise the limit on threads (ulimit -u, a container's pids limit)");
+  }
 }
 
 DynamicBatcher::~DynamicBatcher() {
@@ -37,8 +55,20 @@ void DynamicBatcher::arrived() {
 }
 
 std::future<torch::Tensor> DynamicBatcher::submit(torch::Tensor rows, Arrival* arrival) {
-  Request r{std::move(rows), {}};
-  auto future = r.result.get_future();
+  auto promise = std::make_shared<std::promise<torch::Tensor>>();
+  auto future = promise->get_future();
+  submit(std::move(rows), arrival, [promise](torch::Tensor out, std::exception_ptr error) {
+    if (error) {
+      promise->set_exception(error);
+    } else {
+      promise->set_value(std::move(out));
+    }
+  });
+  return future;
+}
+
+void DynamicBatcher::submit(torch::Tensor rows, Arrival* arrival, Done done) {
+  Request r{std::move(rows), std::move(done)};
   const int64_t n = r.rows.size(0);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -55,7 +85,19 @@ std::future<torch::Tensor> DynamicBatcher::submit(torch::Tensor rows, Arrival* a
     queue_.push_back(std::move(r));
   }
   cv_.notify_all();
-  return future;
+}
+
+void DynamicBatcher::abandon() {
+  std::deque<Request> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+    dropped.swap(queue_);
+    queued_rows_ = 0;
+  }
+  cv_.notify_all();
+  const auto error = std::make_exception_ptr(QueueFull("the service is shutting down"));
+  for (Request& r : dropped) r.done({}, error);
 }
 
 int64_t DynamicBatcher::queued_rows() const {
@@ -90,24 +132,30 @@ void DynamicBatcher::run() {
       }
       queued_rows_ -= rows;
     }
+    torch::Tensor out;
+    std::exception_ptr error;
     try {
       std::vector<torch::Tensor> inputs;
       inputs.reserve(batch.size());
       for (auto& r : batch) inputs.push_back(r.rows);
-      const torch::Tensor out = infer_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs, 0));
+      out = infer_(inputs.size() == 1 ? inputs[0] : torch::cat(inputs, 0));
       if (out.dim() == 0 || out.size(0) != rows) {
         throw Error("the model returned " + std::to_string(out.dim() ? out.size(0) : 0) + " rows for " +
                     std::to_string(rows) + " inputs");
       }
       if (on_batch_) on_batch_(rows);
-      int64_t at = 0;
-      for (auto& r : batch) {
-        const int64_t n = r.rows.size(0);
-        r.result.set_value(out.narrow(0, at, n));
-        at += n;
-      }
     } catch (...) {
-      for (auto& r : batch) r.result.set_exception(std::current_exception());
+      error = std::current_exception();
+    }
+    // Each request told once, outside the try: a callback's own failure is not the forward's.
+    int64_t at = 0;
+    for (auto& r : batch) {
+      const int64_t n = r.rows.size(0);
+      try {
+        r.done(error ? torch::Tensor() : out.narrow(0, at, n), error);
+      } catch (...) {
+      }
+      at += n;
     }
   }
 }

@@ -64,17 +64,28 @@ class DynamicBatcher {
   };
   Arrival expect();
 
-  // Queues `rows` ([N, ...], N >= 1) and returns the future of their outputs, in order. A
-  // failed forward fails the future of every request in that batch. Throws QueueFull.
-  // `arrival`, if given, ends here.
+  // Called once per request with its outputs, or with the error that failed it (a failed
+  // forward fails every request of its batch; shutdown fails what is queued). Runs on a
+  // forward thread: it should hand the result on, not work.
+  using Done = std::function<void(torch::Tensor outputs, std::exception_ptr error)>;
+
+  // Queues `rows` ([N, ...], N >= 1); `done` gets their outputs, in order. Throws QueueFull
+  // (and then never calls `done`). `arrival`, if given, ends here.
+  void submit(torch::Tensor rows, Arrival* arrival, Done done);
+  // The same, as a future.
   std::future<torch::Tensor> submit(torch::Tensor rows, Arrival* arrival = nullptr);
 
   int64_t queued_rows() const;
 
+  // Shutdown past its deadline: every request still queued fails with QueueFull ("shutting
+  // down"), and new ones are refused; forwards already running finish. The destructor then
+  // returns as soon as those do.
+  void abandon();
+
  private:
   struct Request {
     torch::Tensor rows;
-    std::promise<torch::Tensor> result;
+    Done done;
   };
   void run();
   void arrived();  // an expected arrival gave up before submit()

@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <fcntl.h>
@@ -24,7 +25,7 @@
 namespace {
 
 // SIGTERM/SIGINT reach a handler that only writes the signal's number to a pipe; a thread
-// reading the pipe stops the server (httplib's stop() is not async-signal-safe). A mask and
+// reading the pipe stops the server (Server::stop() is not async-signal-safe). A mask and
 // sigwait() would not do: OpenBLAS starts its threads before main, with the signals unblocked.
 int g_signal_pipe[2] = {-1, -1};
 
@@ -34,7 +35,7 @@ void on_stop_signal(int sig) {
 }
 
 std::string read_api_key(const std::string& path) {
-  std::string key = ctrain::read_file(path);
+  std::string key = ctrain::read_file(path, 4096);  // a key is one line: /dev/zero or a log file is refused
   key.erase(key.find_last_not_of(" \t\r\n") + 1);
   if (key.empty()) throw ctrain::ConfigError("--api-key-file " + path + " is empty");
   if (key.find_first_of(" \t\r\n") != std::string::npos) {
@@ -61,9 +62,10 @@ int run(int argc, char** argv) {
   app.add_option("--max-queue,--max_queue", o.batcher.max_queue, "inputs waiting for a forward beyond which requests get 503");
   app.add_option("--instances", o.batcher.instances, "forwards run side by side, each on its own batch (0: 2 for a ResNet on a CPU with 2+ cores, else 1)");
   app.add_option("--threads", threads, "intra-op CPU threads per forward (0: the cores / --instances)");
-  app.add_option("--http-threads,--http_threads", o.http_threads, "connections served at once");
+  app.add_option("--http-threads,--http_threads", o.http_threads, "requests read or scored at once (503 beyond)");
+  app.add_option("--max-connections,--max_connections", o.max_connections, "open connections (one more gets 503 and is closed)");
   app.add_option("--max-body-mb,--max_body_mb", o.max_body_mb, "largest request body in MB (413 beyond)");
-  app.add_option("--timeout-s,--timeout_s", o.timeout_s, "seconds a client may stall mid-request before it is dropped");
+  app.add_option("--timeout-s,--timeout_s", o.timeout_s, "seconds a request (head and body) may take to arrive, and an idle connection may stay open");
   app.add_option("--api-key-file,--api_key_file", api_key_file, "require 'Authorization: Bearer <key>' (the file's one line) on every route but /health");
   app.add_flag("--access-log,--access_log", o.access_log, "one stderr line per request");
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
@@ -132,5 +134,11 @@ int main(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
   signal(SIGPIPE, SIG_IGN);  // a client that hangs up mid-answer is the write's error, not ours
+  // Every connection is a descriptor: take the hard limit (often 1024 soft, far more hard).
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) == 0 && files.rlim_cur < files.rlim_max) {
+    files.rlim_cur = files.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &files);
+  }
   return ctrain::apps::guarded_main("ctrain-serve", [&] { return run(argc, argv); });
 }
