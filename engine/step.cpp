@@ -139,26 +139,26 @@ void TrainStep::reset_correct() {
 // cross_entropy(logits, target) as LibTorch computes it (1.13 and 2.x): nll_loss over
 // log_softmax(logits, 1), mean reduction, no class weights, ignore_index -100. Keeps what
 // manual_backward() needs; no autograd graph.
-torch::Tensor TrainStep::manual_loss(const torch::Tensor& logits) {
+torch::Tensor TrainStep::manual_loss(const torch::Tensor& logits, const torch::Tensor& target) {
   torch::NoGradGuard no_grad;
   log_probs_ = at::_log_softmax(logits, 1, /*half_to_float=*/false);
   torch::Tensor loss;
   std::tie(loss, total_weight_) =
-      at::nll_loss_forward(log_probs_, target_, {}, at::Reduction::Mean, /*ignore_index=*/-100);
+      at::nll_loss_forward(log_probs_, target, {}, at::Reduction::Mean, /*ignore_index=*/-100);
   return loss;
 }
 
 // What (loss / accumulate).backward() does: the gradient flows back through the division,
 // nll_loss_backward and _log_softmax_backward_data to the logits, and the model takes it from
 // there. The seed is computed as autograd's DivBackward computes it, so the bits agree.
-void TrainStep::manual_backward(int64_t accumulate) {
+void TrainStep::manual_backward(const torch::Tensor& target, int64_t accumulate) {
   torch::NoGradGuard no_grad;
   if (loss_grad_accumulate_ != accumulate) {
     const torch::Tensor one = torch::ones({}, log_probs_.options());
     loss_grad_ = accumulate > 1 ? one / static_cast<double>(accumulate) : one;
     loss_grad_accumulate_ = accumulate;
   }
-  torch::Tensor grad = at::nll_loss_backward(loss_grad_, log_probs_, target_, {}, at::Reduction::Mean,
+  torch::Tensor grad = at::nll_loss_backward(loss_grad_, log_probs_, target, {}, at::Reduction::Mean,
                                              /*ignore_index=*/-100, total_weight_);
   grad = at::_log_softmax_backward_data(grad, log_probs_, 1, log_probs_.scalar_type());
   model_.backward(grad);
@@ -172,11 +172,9 @@ TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor
   // --channels-last. A CPU batch that needs neither is used as it is: the copy would cost
   // about 2% of an MNIST step.
   const bool nhwc = options_.channels_last && input.dim() == 4;
-  if (device_.is_cpu() && input.device() == device_ && target.device() == device_ && !nhwc) {
-    input_ = input;
-    target_ = target;
-  } else {
-    if (!input_.defined() || input_.sizes() != input.sizes() || input_.device() != device_) {
+  const bool as_is = device_.is_cpu() && input.device() == device_ && target.device() == device_ && !nhwc;
+  if (!as_is) {
+    if (!input_.defined() || input_.sizes() != input.sizes()) {
       const auto opts = input.options().device(device_);
       input_ = nhwc ? torch::empty(input.sizes(), opts, at::MemoryFormat::ChannelsLast)
                     : torch::empty(input.sizes(), opts);
@@ -185,23 +183,25 @@ TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor
     input_.copy_(input, /*non_blocking=*/true);
     target_.copy_(target, /*non_blocking=*/true);
   }
+  const torch::Tensor& x = as_is ? input : input_;
+  const torch::Tensor& y = as_is ? target : target_;
 
   Result r;
   if (first) zero_grad_to_none(optimizer_);
   if (ddp_) ddp_->sync_buffers();  // BatchNorm statistics follow rank 0's, as in PyTorch
   torch::Tensor logits, loss;
   if (manual_grad_) {
-    logits = model_.train_forward(input_);
-    loss = manual_loss(logits);
+    logits = model_.train_forward(x);
+    loss = manual_loss(logits, y);
   } else {
     std::optional<AutocastGuard> autocast;
     if (options_.amp != Amp::kOff) {
       autocast.emplace(device_.type(), options_.amp == Amp::kBf16 ? at::kBFloat16 : at::kHalf);
     }
-    logits = model_.forward(input_);
+    logits = model_.forward(x);
     autocast.reset();
     // The loss in float whatever the autocast dtype, as autocast's fp32 list has it.
-    loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), target_);
+    loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat32), y);
   }
   r.loss = loss.detach();
   if (options_.accept && !options_.accept(r.loss)) {
@@ -210,7 +210,7 @@ TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor
     return r;
   }
   if (manual_grad_) {
-    manual_backward(accumulate);
+    manual_backward(y, accumulate);
   } else {
     if (ddp_) ddp_->prepare(last);
     torch::Tensor to_backward = accumulate > 1 ? loss / static_cast<double>(accumulate) : loss;
@@ -226,7 +226,7 @@ TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor
     r.updated = !found_inf;
   }
   torch::NoGradGuard no_grad;
-  correct_ += logits.argmax(1).eq(target_).sum();
+  correct_ += logits.argmax(1).eq(y).sum();
   return r;
 }
 

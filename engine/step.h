@@ -2,7 +2,7 @@
 // The training step as one unit, the only code between the loop's TRAINING STEP fences:
 // batch -> forward (under autocast with --amp) -> loss -> backward (gradients reduced by the
 // DDP hooks, scaled with --amp fp16; the model's own when it has one, Model::backward) ->
-// optimizer step, plus the running correct count. Its
+// optimizer step, plus the running correct count. On a GPU (and with --channels-last) its
 // inputs live in buffers it owns (fixed addresses per batch shape), so a later change can
 // capture it in a CUDA graph without a second loop. Fault injection, logging, checkpoints and
 // evaluation stay outside.
@@ -63,8 +63,8 @@ class TrainStep {
   const GradScaler* scaler() const { return scaler_.get(); }
 
  private:
-  torch::Tensor manual_loss(const torch::Tensor& logits);
-  void manual_backward(int64_t accumulate);
+  torch::Tensor manual_loss(const torch::Tensor& logits, const torch::Tensor& target);
+  void manual_backward(const torch::Tensor& target, int64_t accumulate);
 
   Model& model_;
   torch::optim::Optimizer& optimizer_;
@@ -74,7 +74,7 @@ class TrainStep {
   bool manual_grad_;                     // the model's own backward instead of autograd
   std::unique_ptr<GradScaler> scaler_;  // --amp fp16 only
   std::vector<torch::Tensor> params_;
-  torch::Tensor input_, target_, correct_;
+  torch::Tensor input_, target_, correct_;  // input_, target_: the step's own copies
   // The manual path (Model::backward): the loss's intermediates, and d(loss / accumulate)/d(loss).
   torch::Tensor log_probs_, total_weight_, loss_grad_;
   int64_t loss_grad_accumulate_ = 0;

@@ -37,7 +37,8 @@ class MlpManualGrad {
  public:
   explicit MlpManualGrad(Mlp mlp);
   // x: [B, in_features] float -> logits [B, num_classes], keeping the activations that
-  // backward() needs. Records no autograd graph.
+  // backward() needs. Records no autograd graph. The logits live in a buffer of this object:
+  // valid until the next forward().
   torch::Tensor forward(const torch::Tensor& x);
   // grad_logits: [B, num_classes], d(loss)/d(logits) of the last forward(). Accumulates each
   // parameter's gradient into its .grad as loss.backward() does: sets an undefined .grad,

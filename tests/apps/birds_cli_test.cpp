@@ -25,7 +25,9 @@ class BirdsCliTest : public ::testing::Test {
   static void SetUpTestSuite() {
     data_ = new TempDir;
     ctrain::testing::write_image_folder(data_->path().string() + "/train", {"chicken", "turkey"}, 16, 1);
-    ctrain::testing::write_image_folder(data_->path().string() + "/val", {"chicken", "turkey"}, 8, 2);
+    // 48 validation images: one image is 2%, so "learned" can be asserted far from chance
+    // (0.5) and far from what any one machine's BLAS kernels happen to reach (~0.9).
+    ctrain::testing::write_image_folder(data_->path().string() + "/val", {"chicken", "turkey"}, 24, 2);
   }
   static void TearDownTestSuite() { delete data_; }
   static std::string birds(const std::string& args) {
@@ -45,7 +47,9 @@ TEST_F(BirdsCliTest, LearnsAndWritesTheTutorialsOutputs) {
     EXPECT_NE(r.output.find(s), std::string::npos) << s << "\n" << r.output;
   }
   const auto meta = ctrain::engine::checkpoint_peek(out_ / "o/model.pt");
-  EXPECT_GE(meta.best_val_acc, 0.9) << r.output;
+  // Under chance (0.5) 36 of 48 right has probability ~3e-4; the trajectory itself depends on
+  // the CPU's BLAS kernels, so the margin to what this machine reaches is wide on purpose.
+  EXPECT_GE(meta.best_val_acc, 0.75) << r.output;
   EXPECT_TRUE(fs::exists(out_ / "o/model.onnx"));
   EXPECT_NE(r.output.find("ONNX: "), std::string::npos) << r.output;  // two visibly different classes: chance is 0.5
   EXPECT_EQ(meta.spec["classes"], (std::vector<std::string>{"chicken", "turkey"}));
