@@ -5,7 +5,7 @@ JOBS ?= $(shell nproc)
 DATA ?= /usr/share/datasets/fashion-mnist
 EPOCHS ?= 3
 
-.PHONY: deps configure build run test test-minimal test-faults test-sanitize fuzz bench clean
+.PHONY: deps configure build run test test-torch2 test-faults test-sanitize fuzz bench clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -19,22 +19,27 @@ build: configure
 NPROC ?= 2
 # The main job: the MNIST DNN on the embedded Fashion-MNIST as a 2-rank data-parallel run
 # (global batch 64 = 2 x 32, as the 1-process sample's batch 64), writing ./outputs.
-run: build
+run: configure
+	@cmake --build $(BUILD_DIR) -j $(JOBS) --target ctrain-launch ctrain-mnist  # only what it runs
 	$(BUILD_DIR)/bin/ctrain-launch --nproc-per-node $(NPROC) $(BUILD_DIR)/bin/ctrain-mnist \
 	  --data-folder $(DATA) --epochs $(EPOCHS) --batch-size $$((64 / $(NPROC))) --output-dir outputs
 
 test: build
 	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
-# The build a node without OpenCV or libonnx gets (build-minimal/): the libraries, every
-# program, and the tests of what differs there (data, the engine and step, the apps' CLI with
-# export skipped and birds refusing images, link order). The other suites exercise the same
-# code as in the full build and run there; building them here would cost CI minutes.
-MINIMAL_TARGETS ?= ctrain-mnist ctrain-birds ctrain-launch ctrain-report data_test engine_test apps_test
-test-minimal: deps
-	@cmake -S . -B build-minimal -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCTRAIN_WITH_OPENCV=OFF -DCTRAIN_WITH_ONNX=OFF >/dev/null
-	@cmake --build build-minimal -j $(JOBS) --target $(MINIMAL_TARGETS)
-	@cd build-minimal && ctest --output-on-failure -j $(JOBS) -E '_NOT_BUILT$$' 
+# The GPU node's build, on this machine (build-torch2/): LibTorch from the PyTorch 2.11 wheel
+# (CUDA 13.0, installed once per machine by scripts/install-torch-wheel.sh), CUDA on, OpenCV
+# off as on the node. Every library, program and test compiles and links against it, and the
+# suite runs on the CPU, the parity tests against the same PyTorch 2.11 (CTRAIN_TEST_PYTHON).
+TORCH2_BUILD ?= build-torch2
+test-torch2: deps
+	@bash scripts/install-torch-wheel.sh
+	@cmake -S . -B $(TORCH2_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) -DCTRAIN_WITH_OPENCV=OFF \
+	  -DCMAKE_PREFIX_PATH="$$(bash scripts/install-torch-wheel.sh --torch-dir)" \
+	  -DCUDAToolkit_ROOT=/usr/local/cuda -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DTORCH_CUDA_ARCH_LIST=9.0 >/dev/null
+	@cmake --build $(TORCH2_BUILD) -j $(JOBS)
+	@cd $(TORCH2_BUILD) && CTRAIN_TEST_PYTHON="$$(bash ../scripts/install-torch-wheel.sh --python)" \
+	  ctest --output-on-failure -j $(JOBS) $(TORCH2_CTEST_ARGS)
 
 # The fault-injection tests, one line per fault (they also run in `make test`), then every
 # fuzz target for FUZZ_SECONDS (5 here) with its executions and crashes.

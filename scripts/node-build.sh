@@ -15,7 +15,10 @@ deps=${CTRAIN_NODE_DEPS:-/tmp/ctrain-deps}
 mkdir -p "$deps"
 for f in "$kit"/debs/*.deb; do dpkg -x "$f" "$deps" 2>/dev/null || (cd "$deps" && ar p "$f" data.tar.xz | tar xJ); done
 python3 -c 'import torch' 2>/dev/null || { echo "node-build: python3 has no torch: put the PyTorch installation's python3 first on PATH" >&2; exit 1; }
-torch_prefix=$(python3 -c 'import torch; print(torch.utils.cmake_prefix_path)')
+# The torch package folder rather than torch.utils.cmake_prefix_path (its share/cmake): CMake
+# then finds the wheel's libraries before any other LibTorch on the machine (Debian's 1.13 in
+# /usr/lib, whose libc10 beside the wheel's aborts at start).
+torch_prefix=$(python3 -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 export CMAKE_PREFIX_PATH="$torch_prefix:$deps/usr"  # the variable is :-separated on Unix
 export GTEST_SOURCE_DIR=$deps/usr/src/googletest
 export EXTRA_INCLUDE_DIR=$deps/usr/include

@@ -63,10 +63,8 @@ TEST_F(BirdsCliTest, LearnsAndWritesTheTutorialsOutputs) {
 }
 
 TEST_F(BirdsCliTest, PretrainedSafetensorsGetsANewHead) {
-  if (run_command("/usr/bin/python3 -c 'import torchvision'").exit_code != 0) {
-    GTEST_SKIP() << "python3-torchvision is not installed";
-  }
-  auto r = run_command("/usr/bin/python3 " + std::string(CTRAIN_SOURCE_DIR) +
+  CTRAIN_PYTHON_OR_SKIP(py, "torchvision", "python3-torchvision");
+  auto r = run_command(py + " " + std::string(CTRAIN_SOURCE_DIR) +
                        "/tests/models/make_resnet_fixture.py resnet18 1000 " + out_.path().string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   r = run_command(birds("--epochs 1 --freeze-backbone --pretrained " + (out_ / "weights.safetensors") +

@@ -206,8 +206,7 @@ TEST_F(MnistCliTest, Bf16AutocastTrainsLikeFp32AndFp16NeedsCuda) {
 // trains the MLP with its hand-written backward (Model::backward), so this also holds that to
 // PyTorch, not only to ctrain's autograd path.
 TEST_F(MnistCliTest, TrajectoryEqualsThePyTorchScripts) {
-  const std::string py = ctrain::testing::python_with("torch");
-  if (py.empty()) GTEST_SKIP() << "no python3 with torch";
+  CTRAIN_PYTHON_OR_SKIP(py, "torch", "python3-torch");
   const auto r = run_command(mnist("--epochs 3 --device cpu --no-onnx --output-dir " + (out_ / "o")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto peer = run_command(py + " " + CTRAIN_SOURCE_DIR + "/benchmarks/mnist_peer.py --epochs 3 --threads 1 --data-folder " +

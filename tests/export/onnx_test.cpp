@@ -87,8 +87,7 @@ TEST(OnnxExportTest, ResNetsMatchLibTorchWithDynamicBatch) {
 }
 
 TEST(OnnxExportTest, PythonOnnxChecksTheFile) {
-  const std::string py = ctrain::testing::python_with("onnx");
-  if (py.empty()) GTEST_SKIP() << "no python3 with onnx (python3-onnx)";
+  CTRAIN_PYTHON_OR_SKIP(py, "onnx", "python3-onnx");
   TempDir dir;
   models::ResNet m(models::ResNetOptions{"resnet18", 3});
   export_onnx(*m, {{"arch", "resnet18"}, {"image_size", 32}}, dir / "r.onnx");

@@ -62,8 +62,7 @@ TEST(ResNetTest, NewHeadAndFrozenBackbone) {
 // The parity test: torchvision (Debian's python3-torchvision) writes weights, an input batch and
 // its logits; ctrain loads the weights by name and must produce the same logits.
 TEST(ResNetTest, LogitsMatchTorchvision) {
-  const std::string py = ctrain::testing::python_with("torchvision");
-  if (py.empty()) GTEST_SKIP() << "no python3 with torchvision (python3-torchvision)";
+  CTRAIN_PYTHON_OR_SKIP(py, "torchvision", "python3-torchvision");
   for (const std::string arch : {"resnet18", "resnet50"}) {
     TempDir dir;
     const auto r = run_command(py + " " + std::string(CTRAIN_SOURCE_DIR) +

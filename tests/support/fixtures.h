@@ -13,6 +13,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -192,12 +193,33 @@ inline std::string bin(const std::string& name) { return std::string(CTRAIN_BIN_
 // The first Python that imports `modules` (e.g. "torchvision" or "onnx, google.protobuf"):
 // Debian's /usr/bin/python3, else the python3 on PATH (a GPU node's venv has torch there and
 // its /usr/bin/python3 has none). Empty when neither does; the caller skips, naming the module.
+// $CTRAIN_TEST_PYTHON comes first: `make test-torch2` points it at the PyTorch 2.11 wheel's
+// environment, so the parity tests there compare against PyTorch 2.11 (Debian's is 1.13).
 inline std::string python_with(const std::string& modules) {
-  for (const std::string py : {"/usr/bin/python3", "python3"}) {
+  std::vector<std::string> candidates;
+  if (const char* p = std::getenv("CTRAIN_TEST_PYTHON"); p != nullptr && *p != '\0') candidates.push_back(p);
+  candidates.push_back("/usr/bin/python3");
+  candidates.push_back("python3");
+  for (const std::string& py : candidates) {
     if (run_command(py + " -c 'import " + modules + "' 2>/dev/null").exit_code == 0) return py;
   }
   return "";
 }
+
+// In CI (CI=true) a missing peer or checker is a failure, never a silent skip.
+inline bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci != nullptr && std::string(ci) == "true";
+}
+
+// `const std::string VAR` = a python3 that imports MODULES; without one the test is skipped,
+// or fails in CI, naming what to install (INSTALL).
+#define CTRAIN_PYTHON_OR_SKIP(VAR, MODULES, INSTALL)                                             \
+  const std::string VAR = ::ctrain::testing::python_with(MODULES);                              \
+  if (VAR.empty()) {                                                                             \
+    if (::ctrain::testing::in_ci()) FAIL() << "CI=true and no python3 imports " MODULES ": install " INSTALL; \
+    GTEST_SKIP() << "no python3 imports " MODULES " (install " INSTALL ")";                      \
+  }
 
 // `ctrain-launch --nproc-per-node N` on a fresh port, followed by `rest` (options, program).
 inline std::string launch_cmd(int nproc, const std::string& rest) {

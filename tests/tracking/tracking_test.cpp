@@ -68,7 +68,7 @@ class EventFileTest : public ctrain::testing::SyntheticMnistSuite {};
 
 TEST_F(EventFileTest, AnIndependentReaderSeesTheNumbersOfMetricsJsonl) {
   if (!ctrain::tracking::event_files_available()) GTEST_SKIP() << "built without protobuf/protoc: no event files";
-  if (reader_python().empty()) GTEST_SKIP() << "no python3 with google.protobuf (python3-protobuf)";
+  CTRAIN_PYTHON_OR_SKIP(reader, "google.protobuf", "python3-protobuf");
   const std::string run = mnist_on_data("--threads 1 --no-onnx --log-interval 4 --output-dir " + (out_ / "o"));
   auto r = run_command(run + " --epochs 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;
