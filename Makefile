@@ -24,8 +24,12 @@ run: configure
 	$(BUILD_DIR)/bin/ctrain-launch --nproc-per-node $(NPROC) $(BUILD_DIR)/bin/ctrain-mnist \
 	  --data-folder $(DATA) --epochs $(EPOCHS) --batch-size $$((64 / $(NPROC))) --output-dir outputs
 
+# onnxruntime and TensorBoard's reader check the exported files: they come with the wheel's
+# environment (scripts/install-torch-wheel.sh), the parity peers stay Debian's PyTorch 1.13.
 test: build
-	@cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
+	@bash scripts/install-torch-wheel.sh
+	@cd $(BUILD_DIR) && CTRAIN_CHECKER_PYTHON="$$(bash ../scripts/install-torch-wheel.sh --python)" \
+	  ctest --output-on-failure -j $(JOBS)
 
 # The GPU node's build, on this machine (build-torch2/): LibTorch from the PyTorch 2.11 wheel
 # (CUDA 13.0, installed once per machine by scripts/install-torch-wheel.sh), CUDA on, OpenCV

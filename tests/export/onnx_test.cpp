@@ -130,6 +130,59 @@ TEST(OnnxExportTest, VerifyFailsWhenOutputsDiffer) {
   EXPECT_THROW(verify_onnx(dir / "m.onnx", x, wrong), ctrain::Error);
 }
 
+// onnxruntime (PyPI), the runtime users load the files with, against LibTorch's outputs: the
+// MLP and a ResNet-18 with trained-looking BatchNorm, at batch 3; then a file with one flipped
+// byte, and outputs that differ, must both be caught.
+void write_f32(const std::string& path, const torch::Tensor& t) {
+  const torch::Tensor c = t.contiguous().to(torch::kFloat32);
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(c.data_ptr<float>()), c.numel() * 4);
+}
+
+TEST(OnnxExportTest, OnnxRuntimeRunsTheFilesAsLibTorchDoes) {
+  CTRAIN_PYTHON_OR_SKIP(py, "onnxruntime", "onnxruntime (scripts/install-torch-wheel.sh has it)");
+  TempDir dir;
+  torch::manual_seed(3);
+  models::Mlp mlp(models::MlpOptions{});
+  models::ResNet resnet(models::ResNetOptions{"resnet18", 4});
+  randomise_batchnorm(*resnet);
+  struct Case {
+    std::string name;
+    torch::nn::Module* module;
+    nlohmann::json spec;
+    torch::Tensor x;
+    std::function<torch::Tensor(torch::Tensor)> forward;
+  };
+  const std::vector<Case> cases = {
+      {"mlp", mlp.get(), {{"arch", "mlp"}}, torch::rand({3, 784}), [&](auto t) { return mlp->forward(t); }},
+      {"resnet18", resnet.get(), {{"arch", "resnet18"}, {"image_size", 64}}, torch::randn({3, 3, 64, 64}),
+       [&](auto t) { return resnet->forward(t); }}};
+  const auto check = [&](const std::string& model, const torch::Tensor& x, const torch::Tensor& expected) {
+    write_f32(dir / "x.f32", x);
+    write_f32(dir / "y.f32", expected);
+    std::string dims;
+    for (int64_t d : x.sizes()) dims += " " + std::to_string(d);
+    return run_command(py + " " + CTRAIN_SOURCE_DIR + "/tests/export/check_onnx.py " + model + " " + (dir / "x.f32") +
+                       " " + (dir / "y.f32") + " 1e-4" + dims);
+  };
+  for (const Case& c : cases) {
+    const std::string path = dir / (c.name + ".onnx");
+    export_onnx(*c.module, c.spec, path);
+    const torch::Tensor y = logits_of(*c.module, c.forward, c.x);
+    auto r = check(path, c.x, y);
+    EXPECT_EQ(r.exit_code, 0) << c.name << ": " << r.output;
+    EXPECT_NE(r.output.find("max_abs_diff"), std::string::npos) << r.output;
+    // Outputs that differ by 0.01 are not "the same model".
+    r = check(path, c.x, y + 0.01);
+    EXPECT_EQ(r.exit_code, 1) << c.name << ": " << r.output;
+    // One flipped byte (the first field's tag: no valid ONNX model any more) is refused.
+    std::string bytes = ctrain::read_file(path);
+    bytes[0] = static_cast<char>(bytes[0] ^ 0xFF);
+    ctrain::write_file_atomic(dir / "flipped.onnx", bytes);
+    r = check(dir / "flipped.onnx", c.x, y);
+    EXPECT_NE(r.exit_code, 0) << c.name << ": a flipped byte went unnoticed: " << r.output;
+  }
+}
+
 TEST(OnnxExportTest, WithoutARuntimeVerificationSaysItComparedNothing) {
 #ifdef CTRAIN_TESTS_HAVE_ONNX_RUNTIME
   GTEST_SKIP() << "this build has an ONNX runtime (OpenCV dnn): the comparison tests above ran";

@@ -195,11 +195,14 @@ inline std::string bin(const std::string& name) { return std::string(CTRAIN_BIN_
 // its /usr/bin/python3 has none). Empty when neither does; the caller skips, naming the module.
 // $CTRAIN_TEST_PYTHON comes first: `make test-torch2` points it at the PyTorch 2.11 wheel's
 // environment, so the parity tests there compare against PyTorch 2.11 (Debian's is 1.13).
+// $CTRAIN_CHECKER_PYTHON (`make test` sets it to the same environment) comes last.
 inline std::string python_with(const std::string& modules) {
   std::vector<std::string> candidates;
   if (const char* p = std::getenv("CTRAIN_TEST_PYTHON"); p != nullptr && *p != '\0') candidates.push_back(p);
   candidates.push_back("/usr/bin/python3");
   candidates.push_back("python3");
+  // Last: the wheel's environment for the checkers Debian lacks (onnxruntime, tensorboard).
+  if (const char* p = std::getenv("CTRAIN_CHECKER_PYTHON"); p != nullptr && *p != '\0') candidates.push_back(p);
   for (const std::string& py : candidates) {
     if (run_command(py + " -c 'import " + modules + "' 2>/dev/null").exit_code == 0) return py;
   }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -133,6 +134,55 @@ TEST_F(EventFileTest, AnIndependentReaderSeesTheNumbersOfMetricsJsonl) {
   ctrain::write_file_atomic(out_ / "flipped", bytes);
   read_events({out_ / "flipped"}, &code);
   EXPECT_EQ(code, 1);
+}
+
+// TensorBoard's own reader (the EventAccumulator behind `tensorboard --logdir`, from PyPI) loads
+// the run directory, resumed run included, with the numbers of metrics.jsonl; a flipped byte
+// in a record costs that record, which its CRC check drops.
+std::map<std::pair<std::string, int64_t>, double> tensorboard_scalars(const std::string& py, const std::string& path) {
+  const auto r = run_command(py + " " + std::string(CTRAIN_SOURCE_DIR) + "/tests/tracking/read_events_tb.py " + path +
+                             " 2>/dev/null");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::map<std::pair<std::string, int64_t>, double> out;
+  std::istringstream lines(r.output);
+  for (std::string line; std::getline(lines, line);) {
+    const auto j = nlohmann::json::parse(line);
+    out[{j["tag"].get<std::string>(), j["step"].get<int64_t>()}] = j["value"].get<double>();
+  }
+  return out;
+}
+
+TEST_F(EventFileTest, TensorBoardsOwnReaderLoadsTheNumbersOfMetricsJsonl) {
+  if (!ctrain::tracking::event_files_available()) GTEST_SKIP() << "built without protobuf/protoc: no event files";
+  CTRAIN_PYTHON_OR_SKIP(tb, "tensorboard", "tensorboard (scripts/install-torch-wheel.sh has it)");
+  const std::string run = mnist_on_data("--threads 1 --no-onnx --log-interval 4 --output-dir " + (out_ / "o"));
+  ASSERT_EQ(run_command(run + " --epochs 2").exit_code, 0);
+  ASSERT_EQ(run_command(run + " --epochs 3 --resume").exit_code, 0);
+  auto seen = tensorboard_scalars(tb, out_ / "o");
+  const auto epochs = ctrain::tracking::read_jsonl(out_ / "o/metrics.jsonl");
+  ASSERT_EQ(epochs.size(), 3u);
+  for (const auto& m : epochs) {
+    const int64_t epoch = m["epoch"].get<int64_t>();
+    for (const auto& [tag, field] : std::map<std::string, std::string>{
+             {"train/loss", "train_loss"}, {"val/acc", "validation_acc"}, {"lr", "lr"}}) {
+      const auto key = std::make_pair(tag, epoch);
+      ASSERT_TRUE(seen.count(key)) << tag << " epoch " << epoch;
+      const double want = m[field].get<double>();  // TensorBoard keeps float32
+      EXPECT_NEAR(seen[key], want, std::abs(want) * 1e-6 + 1e-7) << tag << " epoch " << epoch;
+    }
+  }
+  const auto files = event_files(out_ / "o");
+  ASSERT_EQ(files.size(), 2u);
+  fs::create_directories(out_ / "one");
+  fs::create_directories(out_ / "flipped");
+  std::string bytes = ctrain::read_file(files[0]);
+  const std::string name = fs::path(files[0]).filename().string();
+  ctrain::write_file_atomic(out_ / ("one/" + name), bytes);
+  bytes[bytes.size() - 6] ^= 0x01;
+  ctrain::write_file_atomic(out_ / ("flipped/" + name), bytes);
+  const size_t whole = tensorboard_scalars(tb, out_ / "one").size();
+  EXPECT_GT(whole, 0u);
+  EXPECT_LT(tensorboard_scalars(tb, out_ / "flipped").size(), whole);
 }
 
 TEST_F(EventFileTest, AnUnwritableEventsFileIsReportedOnceAndTrainingGoesOn) {
