@@ -17,6 +17,7 @@ packages=(
   clang-14 libclang-rt-14-dev          # libFuzzer + sanitizers for `make fuzz`
   dataset-fashion-mnist               # the embedded default data (IDX files)
   python3-torch python3-torchvision   # PyTorch peers: parity tests and benchmarks
+  python3-venv                        # the PyTorch 2.11 wheel's environment (scripts/install-torch-wheel.sh)
   python3-flask python3-pil wrk       # the scoring-service peer (Flask + PyTorch) and its load generator
   python3-onnx                        # an independent ONNX checker for the exported files
   python3-protobuf                    # an independent reader of the TensorBoard event files
