@@ -9,7 +9,6 @@
 #endif
 
 #include <ifaddrs.h>
-#include <torch/version.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -18,7 +17,7 @@
 
 #include "core/error.h"
 #include "core/torch_error.h"
-#include "distributed/compat.h"
+#include "core/torch_compat.h"
 
 namespace ctrain::distributed {
 namespace {
@@ -152,11 +151,7 @@ std::vector<std::pair<std::string, std::string>> nccl_error_handling_env() {
   // up as a hang at the next host read. 1.13 reads NCCL_*, 2.x TORCH_NCCL_* (and the old
   // names, with a deprecation warning). Cost: the host waits for each bucket's allreduce
   // itself instead of only ordering the streams.
-#if TORCH_VERSION_MAJOR >= 2
-  return {{"TORCH_NCCL_BLOCKING_WAIT", "1"}};
-#else
-  return {{"NCCL_BLOCKING_WAIT", "1"}};
-#endif
+  return {{compat::nccl_blocking_wait_env(), "1"}};
 }
 
 std::vector<std::string> apply_nccl_error_handling_env() {
@@ -191,7 +186,7 @@ ProcessGroup::~ProcessGroup() {
   // Shut the backend down explicitly, on success and on the error path alike (this runs while
   // an exception unwinds through Runtime): LibTorch 2.x's NCCL backend otherwise warns that
   // destroy_process_group() was not called, and may leave its communicators to the exit path.
-#if defined(USE_C10D_NCCL) && (TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 5))
+#if defined(USE_C10D_NCCL) && CTRAIN_TORCH_AT_LEAST(2, 5)
   if (impl_ && impl_->pg) {
     if (auto* nccl = dynamic_cast<c10d::ProcessGroupNCCL*>(impl_->pg.get())) {
       try {

@@ -1,8 +1,6 @@
 #pragma once
 // Mixed precision: the autocast scope and fp16 loss scaling (PyTorch's GradScaler rules).
-// The one place that knows how LibTorch's autocast API differs between versions: 1.13 has
-// per-device calls (set_cpu_enabled, set_autocast_gpu_dtype), 2.4+ device-typed ones
-// (set_autocast_enabled(kCPU, ...)).
+// How LibTorch's autocast API differs between 1.13 and 2.x is core/torch_compat.h's business.
 #include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 #include <torch/version.h>

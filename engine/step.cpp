@@ -1,6 +1,7 @@
 #include "engine/step.h"
 
 #include "core/error.h"
+#include "core/torch_compat.h"
 
 namespace ctrain::engine {
 
@@ -21,42 +22,18 @@ const char* amp_name(Amp amp) {
   }
 }
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-bool autocast_enabled(c10::DeviceType t) { return at::autocast::is_autocast_enabled(t); }
-static at::ScalarType autocast_dtype(c10::DeviceType t) { return at::autocast::get_autocast_dtype(t); }
-static void set_autocast(c10::DeviceType t, bool on, at::ScalarType dtype) {
-  at::autocast::set_autocast_enabled(t, on);
-  at::autocast::set_autocast_dtype(t, dtype);
-}
-#else
-bool autocast_enabled(c10::DeviceType t) {
-  return t == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
-}
-static at::ScalarType autocast_dtype(c10::DeviceType t) {
-  return t == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype()
-                                   : at::autocast::get_autocast_gpu_dtype();
-}
-static void set_autocast(c10::DeviceType t, bool on, at::ScalarType dtype) {
-  if (t == c10::DeviceType::CPU) {
-    at::autocast::set_cpu_enabled(on);
-    at::autocast::set_autocast_cpu_dtype(dtype);
-  } else {
-    at::autocast::set_enabled(on);
-    at::autocast::set_autocast_gpu_dtype(dtype);
-  }
-}
-#endif
+bool autocast_enabled(c10::DeviceType t) { return compat::autocast_enabled(t); }
 
 AutocastGuard::AutocastGuard(c10::DeviceType device_type, at::ScalarType dtype)
     : type_(device_type), prev_enabled_(autocast_enabled(device_type)),
-      prev_dtype_(autocast_dtype(device_type)) {
-  set_autocast(type_, true, dtype);
+      prev_dtype_(compat::autocast_dtype(device_type)) {
+  compat::set_autocast(type_, true, dtype);
   at::autocast::increment_nesting();
 }
 
 AutocastGuard::~AutocastGuard() {
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  set_autocast(type_, prev_enabled_, prev_dtype_);
+  compat::set_autocast(type_, prev_enabled_, prev_dtype_);
 }
 
 bool GradScaler::unscale(const std::vector<torch::Tensor>& params) const {
