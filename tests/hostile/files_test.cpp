@@ -350,22 +350,10 @@ TEST(HostileFilesRead, CheckpointReadersRefuseAFifoWithoutBlocking) {
   EXPECT_TRUE(contains(r.text, "not a checkpoint; " + fifo + " is a FIFO")) << r.text;
 }
 
-// One small synthetic MNIST folder for the trainer runs below.
-class HostileFilesTrainer : public ::testing::Test {
+// The shared synthetic MNIST folder for the trainer runs below.
+class HostileFilesTrainer : public ctrain::testing::SyntheticMnistSuite {
  protected:
-  static void SetUpTestSuite() {
-    data_ = new TempDir;
-    ctrain::testing::write_synthetic_mnist(data_->path().string(), 256, 64);
-  }
-  static void TearDownTestSuite() {
-    delete data_;
-    data_ = nullptr;
-  }
-  static std::string mnist(const std::string& args) {
-    return bin("ctrain-mnist") + " --data-folder " + data_->path().string() + " --threads 1 --no-onnx " + args;
-  }
-  static inline TempDir* data_ = nullptr;
-  TempDir out_;
+  static std::string mnist(const std::string& args) { return mnist_on_data("--threads 1 --no-onnx " + args); }
 };
 
 TEST_F(HostileFilesTrainer, AFifoAsResumeFromIsRefusedNamingTheFlag) {
