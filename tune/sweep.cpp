@@ -479,8 +479,12 @@ class Sweep {
           record(t, "failed", why, code);
           return;
         }
-        fatal_ = "--metric " + c_.metric + ": trial " + trial_name(t.id) + " finished without writing " +
-                 (trial_dir(t.id) / "metrics.jsonl").string();
+        // read_metrics may already have said why (lines without the field, read only now when
+        // the trial ended before the next poll): that reason is the more useful one.
+        if (fatal_.empty()) {
+          fatal_ = "--metric " + c_.metric + ": trial " + trial_name(t.id) + " finished without writing " +
+                   (trial_dir(t.id) / "metrics.jsonl").string();
+        }
         return;
       }
       record(t, "completed", "", code);

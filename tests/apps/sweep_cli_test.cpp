@@ -202,6 +202,16 @@ TEST_F(SweepTest, BadSettingsAreUsageErrorsNamingTheParameter) {
   EXPECT_EQ(metric.exit_code, 2) << metric.output;
   EXPECT_NE(metric.output.find("--metric val_accuracy"), std::string::npos) << metric.output;
   EXPECT_NE(metric.output.find("validation_acc"), std::string::npos) << metric.output;  // what it does write
+  // The same when the trainer exits before the sweep's next look at its file: the reason read at
+  // its exit is the one given (this once depended on which came first).
+  const std::string quick = out_ / "quick-trainer.sh", quick_dir = out_ / "quick";
+  std::ofstream(quick) << "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --output-dir ] && d=$2; shift; done\n"
+                          "mkdir -p \"$d\" && echo '{\"epoch\":1,\"validation_acc\":0.5}' > \"$d/metrics.jsonl\"\n";
+  fs::permissions(quick, fs::perms::owner_all);
+  const auto fast = run_command(bin("ctrain-sweep") + " --program " + quick + " --output-dir " + quick_dir +
+                                " --metric val_accuracy --param lr='uniform(0.01,0.1)'");
+  EXPECT_EQ(fast.exit_code, 2) << fast.output;
+  EXPECT_NE(fast.output.find("has no such field; it writes: epoch, validation_acc"), std::string::npos) << fast.output;
   // Fixed arguments that refuse to run: the first trial's usage error ends the sweep.
   const auto usage = run_command(sweep(out_ / "usage", "--param learning-rate='uniform(0.01,0.1)'", data + " --bogus"));
   EXPECT_EQ(usage.exit_code, 2) << usage.output;
