@@ -6,8 +6,14 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-30}
-CC=clang-14 CXX=clang++-14 cmake -S fuzz -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
-cmake --build build-fuzz -j "$(nproc)" >build-fuzz/build.log 2>&1 || { cat build-fuzz/build.log; exit 1; }
+# The project's libraries, instrumented, and the targets of fuzz/ linked against them.
+# (A build-fuzz/ of the former stand-alone fuzz project is configured from another source folder.)
+[ -f build-fuzz/CMakeCache.txt ] && ! grep -q "^CTRAIN_FUZZ:BOOL=ON" build-fuzz/CMakeCache.txt && rm -rf build-fuzz
+conf=$(mktemp)
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTRAIN_FUZZ=ON \
+  -DCTRAIN_WITH_OPENCV=ON -DCTRAIN_WITH_SERVE=ON >"$conf" 2>&1 || { cat "$conf"; exit 1; }
+mv "$conf" build-fuzz/configure.log
+cmake --build build-fuzz -j "$(nproc)" --target ctrain_fuzzers >build-fuzz/build.log 2>&1 || { cat build-fuzz/build.log; exit 1; }
 # LibTorch is not instrumented: its globals and allocations are not ours to judge.
 export ASAN_OPTIONS=detect_odr_violation=0:alloc_dealloc_mismatch=0:detect_leaks=0
 export UBSAN_OPTIONS=print_stacktrace=1
@@ -18,7 +24,7 @@ for name in tf_config jpeg_header decode idx safetensors checkpoint http_request
   mkdir -p "$work"
   cp -n fuzz/corpus/$name/* "$work"/ 2>/dev/null
   log=build-fuzz/$name.log
-  build-fuzz/fuzz_$name "$work" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 \
+  build-fuzz/bin/fuzz_$name "$work" -max_total_time="$secs" -print_final_stats=1 -rss_limit_mb=4096 \
     -artifact_prefix=build-fuzz/crashes/$name- >"$log" 2>&1
   rc=$?
   execs=$(grep -m1 "stat::number_of_executed_units" "$log" | awk '{print $2}')
