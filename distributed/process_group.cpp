@@ -9,15 +9,19 @@
 #endif
 
 #include <ifaddrs.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/torch_error.h"
 #include "core/torch_compat.h"
+#include "distributed/route.h"
 
 namespace ctrain::distributed {
 namespace {
@@ -82,8 +86,10 @@ std::set<std::string> interface_names() {
 }
 
 // Gloo's devices: GLOO_SOCKET_IFNAME's interfaces (comma-separated, as PyTorch reads it), else
-// loopback for a single-node job, else the interface that resolves this host's name.
-std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices(const LaunchInfo& info) {
+// loopback for a single-node job, else the local address of the route to MASTER_ADDR (where
+// the other nodes reach this one; see route.h for why not Gloo's default). `chosen` says how
+// an automatic choice was made, for the one line each node prints.
+std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices(const LaunchInfo& info, std::string& chosen) {
   std::vector<std::shared_ptr<::gloo::transport::Device>> devices;
   const char* env = std::getenv("GLOO_SOCKET_IFNAME");
   if (env != nullptr && *env != '\0') {
@@ -107,7 +113,34 @@ std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices(const Launc
   } else if (info.master_addr == "127.0.0.1" || info.master_addr == "localhost") {
     devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
   } else {
-    devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    std::optional<LocalRoute> route = route_to(info.master_addr, info.master_port);
+    const bool multi_node = info.world_size > info.local_world_size;
+    if (route && route->loopback && multi_node) {
+      // MASTER_ADDR resolves to this host's loopback (its own name in /etc/hosts on node 0),
+      // yet other nodes must reach it: an external interface instead, said so.
+      const auto external = first_external_interface();
+      if (external) {
+        chosen = "MASTER_ADDR " + info.master_addr + " is this host's loopback (" + route->address +
+                 "); using the first external interface";
+        route = external;
+      }
+    } else if (route) {
+      chosen = "the route to MASTER_ADDR " + info.master_addr;
+    }
+    if (route) {
+      try {
+        devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(route->address));
+        chosen = "gloo over " + (route->interface.empty() ? std::string("?") : route->interface) + " (" +
+                 route->address + "): " + chosen + "; set GLOO_SOCKET_IFNAME to choose another";
+      } catch (const std::exception& e) {
+        throw ConfigError("Gloo cannot use " + route->address + " (" + route->interface + ", " + chosen +
+                              "): " + message_of(e),
+                          "set GLOO_SOCKET_IFNAME to the interface the other nodes reach this one on");
+      }
+    } else {
+      // MASTER_ADDR does not resolve here: the rendezvous will say so, naming it.
+      devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+    }
   }
   return devices;
 }
@@ -211,7 +244,14 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   }
   // Bad network settings fail on every rank before the rendezvous, not after it.
   std::vector<std::shared_ptr<::gloo::transport::Device>> devices;
-  if (backend == "gloo") devices = gloo_devices(info);
+  std::string chosen;
+  if (backend == "gloo") devices = gloo_devices(info, chosen);
+  if (!chosen.empty() && info.local_rank == 0) {
+    // Once per node (its first local rank): which interface the others will connect to.
+    char host[256] = {0};
+    ::gethostname(host, sizeof(host) - 1);
+    std::fprintf(stderr, "ctrain: node %s (rank %d): %s\n", host, info.rank, chosen.c_str());
+  }
   auto impl = std::make_unique<Impl>();
   try {
     if (info.init_method.rfind("file://", 0) == 0) {
