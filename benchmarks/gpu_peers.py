@@ -9,7 +9,9 @@ mnist-graph  the same with the whole step (forward, backward, SGD) captured once
 resnet       torchvision ResNet (2 classes, as ctrain-birds --synthetic-data), SGD momentum 0.9,
              one random batch on the GPU (torchvision FakeData's shape), optional bf16 autocast,
              channels-last and torch.compile.
-Prints one JSON line per epoch (mnist: training seconds) or per timed run (resnet: images/s)."""
+Prints one JSON line per epoch (mnist: training seconds) or per timed run (resnet: images/s).
+--device cpu runs the same code on the CPU (scripts/node-check.sh --dry-run: the script's
+commands are checked on a CPU machine; mnist-graph is CUDA only)."""
 import argparse, gzip, json, os, time
 
 import numpy as np
@@ -26,7 +28,12 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * data[3]).reshape(dims)
 
 
-def load(folder, prefix):
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def load(folder, prefix, device):
     def find(stem):
         for name in (stem, stem + ".gz"):
             if os.path.exists(os.path.join(folder, name)):
@@ -34,14 +41,17 @@ def load(folder, prefix):
         raise FileNotFoundError(os.path.join(folder, stem))
     x = read_idx(find(prefix + "-images-idx3-ubyte"))
     y = read_idx(find(prefix + "-labels-idx1-ubyte"))
-    return (torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0).cuda(),
-            torch.from_numpy(y.astype(np.int64)).cuda())
+    return (torch.from_numpy(x.reshape(len(x), -1).astype(np.float32) / 255.0).to(device),
+            torch.from_numpy(y.astype(np.int64)).to(device))
 
 
 def mnist(a, graph):
     torch.manual_seed(a.seed)
-    x, y = load(a.data_folder, "train")
-    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)).cuda()
+    dev = torch.device(a.device)
+    if graph and dev.type != "cuda":
+        raise SystemExit("gpu_peers: mnist-graph needs --device cuda (CUDA graphs)")
+    x, y = load(a.data_folder, "train", dev)
+    model = nn.Sequential(nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, 10)).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
     b, n = a.batch_size, len(x)
 
@@ -64,10 +74,10 @@ def mnist(a, graph):
         with torch.cuda.graph(g):
             static_loss = step(sx, sy)
     for epoch in range(a.epochs):
-        torch.cuda.synchronize()
+        sync(dev)
         t0 = time.perf_counter()
-        perm = torch.randperm(n, device="cuda")
-        loss_sum = torch.zeros((), device="cuda")
+        perm = torch.randperm(n, device=dev)
+        loss_sum = torch.zeros((), device=dev)
         for i in range(0, n, b):
             idx = perm[i:i + b]
             if graph and len(idx) == b:
@@ -85,16 +95,17 @@ def mnist(a, graph):
 def resnet(a):
     import torchvision
     torch.backends.cudnn.benchmark = True
-    model = getattr(torchvision.models, a.arch)(num_classes=2).cuda()
+    dev = torch.device(a.device)
+    model = getattr(torchvision.models, a.arch)(num_classes=2).to(dev)
     fmt = torch.channels_last if a.channels_last else torch.contiguous_format
     model = model.to(memory_format=fmt)
     opt = torch.optim.SGD(model.parameters(), lr=0.001, momentum=0.9)
-    x = torch.randn(a.batch_size, 3, 224, 224, device="cuda").to(memory_format=fmt)
-    y = torch.randint(0, 2, (a.batch_size,), device="cuda")
+    x = torch.randn(a.batch_size, 3, a.image_size, a.image_size, device=dev).to(memory_format=fmt)
+    y = torch.randint(0, 2, (a.batch_size,), device=dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=a.amp == "bf16"):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.amp == "bf16"):
             loss = F.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
@@ -103,11 +114,11 @@ def resnet(a):
     for _ in range(a.warmup):
         step()
     for run in range(a.runs):
-        torch.cuda.synchronize()
+        sync(dev)
         t0 = time.perf_counter()
         for _ in range(a.steps):
             step()
-        torch.cuda.synchronize()
+        sync(dev)
         s = time.perf_counter() - t0
         print(json.dumps({"run": run, "images_per_sec": a.steps * a.batch_size / s}), flush=True)
 
@@ -126,6 +137,8 @@ def main():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--runs", type=int, default=2)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--image-size", type=int, default=224)
     a = p.parse_args()
     if a.which == "resnet":
         resnet(a)
