@@ -415,9 +415,13 @@ class Sweep {
     return "";
   }
 
-  void apply_policy(Trial& t) {
-    if (t.stopping || c_.policy.name == "none" || asha_) return;
-    if (t.evaluated >= static_cast<int64_t>(t.by_epoch.size())) return;  // no new interval
+  // The policy's decision on the intervals the trial reported since it last looked, each in
+  // order (advancing t.evaluated): true at the first that says stop, with t.stop_reason set and
+  // the decision printed. Both the poll and the trial's exit ask it, so a stop at the trial's
+  // last epoch does not depend on which of them reads that epoch first.
+  bool policy_stops(Trial& t) {
+    if (c_.policy.name == "none" || asha_) return false;
+    if (t.evaluated >= static_cast<int64_t>(t.by_epoch.size())) return false;  // no new interval
     const std::vector<double> mine = t.stream();
     Streams streams;
     for (const auto& [id, o] : trials_) {
@@ -430,11 +434,16 @@ class Sweep {
       const Decision d = policy_.decide(t.id, streams);
       if (!d.stop) continue;
       t.stop_reason = c_.policy.name + " at interval " + std::to_string(n) + ": " + d.reason;
-      out_ << "trial " << trial_name(t.id) << " stopped at epoch " << (t.by_epoch.rbegin()->first)
+      // The epoch of interval n, not the last one read: how many lines one poll reads is timing.
+      out_ << "trial " << trial_name(t.id) << " stopped at epoch " << std::next(t.by_epoch.begin(), n - 1)->first
            << ": " << d.reason << "\n" << std::flush;
-      stop(t);
-      return;
+      return true;
     }
+    return false;
+  }
+
+  void apply_policy(Trial& t) {
+    if (!t.stopping && policy_stops(t)) stop(t);
   }
 
   void stop(Trial& t) {
@@ -454,6 +463,14 @@ class Sweep {
     if (interrupted_) return;  // the sweep itself is stopping: --resume continues this trial
     const int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (t.stopping) {
+      record(t, "early_terminated", t.stop_reason, code);
+      return;
+    }
+    // A trial that wrote its last epoch and exited before the next poll: the policy decides on
+    // what it read only now, as the poll would have (then it was stopped as it was finishing).
+    // A resumed sweep replays the same decisions: a restored trial's intervals are evaluated
+    // afresh, from its whole metrics.jsonl, against the same finished trials.
+    if (code == 0 && fatal_.empty() && policy_stops(t)) {
       record(t, "early_terminated", t.stop_reason, code);
       return;
     }

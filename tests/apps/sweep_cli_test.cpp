@@ -218,6 +218,44 @@ TEST_F(SweepTest, BadSettingsAreUsageErrorsNamingTheParameter) {
   EXPECT_NE(usage.output.find("exited 2 (usage)"), std::string::npos) << usage.output;
 }
 
+// A policy stop at a trial's last epoch: the trial writes that epoch and exits at once, so its
+// exit comes before the sweep's next look at its file. The decision is the one the look would
+// have made (it once depended on which came first), and a resumed sweep that finds the trial
+// unrecorded makes it again. Needs no data: the trainer is a shell script.
+TEST(SweepExitTest, APolicyStopAtTheLastEpochHoldsWhenTheTrialExitsFirst) {
+  const TempDir tmp;
+  const std::string trainer = tmp / "quick-trainer.sh", dir = tmp / "sweep";
+  std::ofstream(trainer) << "#!/bin/sh\n"
+                            "while [ $# -gt 0 ]; do case \"$1\" in --output-dir) d=$2;; --lr) lr=$2;; esac; shift; done\n"
+                            "mkdir -p \"$d\" && echo \"{\\\"epoch\\\":1,\\\"validation_acc\\\":$lr}\" > \"$d/metrics.jsonl\"\n";
+  fs::permissions(trainer, fs::perms::owner_all);
+  // Grid order: trial 000 reaches 0.9, trial 001 0.1 < 0.9 / 1.1, which bandit stops.
+  const auto r = run_command(bin("ctrain-sweep") + " --program " + trainer + " --output-dir " + dir +
+                             " --max-trials 2 --sampler grid --policy bandit --slack-factor 0.1"
+                             " --param lr='choice(0.9,0.1)'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto trials = read_jsonl(dir + "/sweep.jsonl");
+  ASSERT_EQ(trials.size(), 2u) << r.output;
+  EXPECT_EQ(trials[0]["status"], "completed") << trials[0];
+  EXPECT_EQ(trials[1]["status"], "early_terminated") << trials[1];
+  EXPECT_EQ(trials[1]["exit_code"], 0) << trials[1];
+  EXPECT_EQ(trials[1]["epochs_run"], 1) << trials[1];
+  EXPECT_EQ(trials[1].value("reason", "").rfind("bandit at interval 1: ", 0), 0u) << trials[1];
+  EXPECT_NE(r.output.find("trial 001 stopped at epoch 1: "), std::string::npos) << r.output;
+
+  // The sweep as if killed between trial 001's exit and its record: --resume reruns it and
+  // records the same stop.
+  std::ofstream(dir + "/sweep.jsonl", std::ios::trunc) << trials[0].dump() << "\n";
+  const auto rr = run_command(bin("ctrain-sweep") + " --resume --output-dir " + dir);
+  ASSERT_EQ(rr.exit_code, 0) << rr.output;
+  EXPECT_NE(rr.output.find("trial 001 continues from its checkpoint"), std::string::npos) << rr.output;
+  const auto resumed = read_jsonl(dir + "/sweep.jsonl");
+  ASSERT_EQ(resumed.size(), 2u) << rr.output;
+  for (const char* k : {"trial", "params", "status", "reason", "best_metric", "epochs_run", "exit_code"}) {
+    EXPECT_EQ(resumed[1].value(k, nlohmann::json()), trials[1].value(k, nlohmann::json())) << k << "\n" << rr.output;
+  }
+}
+
 // --config holds the same settings as JSON; flags on the command line win.
 TEST_F(SweepTest, JsonConfigFileGivesTheSameSettings) {
   const std::string cfg = out_ / "sweep.json", dir = out_ / "cfg";
