@@ -155,7 +155,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // middle of a request keeps its deadline, and one being answered closes after the answer.
   void drain() {
     net::post(stream_.get_executor(), [self = shared_from_this()] {
-      if (self->state_ == State::kWaiting && self->buffer_.size() == 0 && !(self->parser_ && self->parser_->got_some())) {
+      if (self->state_ == State::kWaiting && !self->request_begun()) {
         beast::error_code ec;
         self->stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
         self->stream_.socket().close(ec);
@@ -176,11 +176,22 @@ class Session : public std::enable_shared_from_this<Session> {
 
   std::chrono::seconds timeout() const { return std::chrono::seconds(server_.options_.timeout_s); }
 
+  // Whether a request has begun: bytes of it read, or sent and waiting in the socket. The
+  // latter counts too: a client that sent half a request just before a SIGTERM has begun it,
+  // whether or not the read's completion has run yet, and its bytes would get a reset.
+  bool request_begun() {
+    if (buffer_.size() > 0 || (parser_ && parser_->got_some())) return true;
+    beast::error_code ec;
+    return stream_.socket().available(ec) > 0 && !ec;
+  }
+
   void read_head() {
-    if (server_.stopping_) return close();
     state_ = State::kWaiting;
     parser_.emplace();
     set_head_limits(*parser_);
+    // Stopping: as drain() does, close unless the client has begun the next request (a
+    // connection accepted just before the stop, or answered as it came, gets here after it).
+    if (server_.stopping_ && !request_begun()) return close();
     // One deadline for the whole request, head and body, from now (the connection waiting for
     // it included): it is not pushed back by bytes arriving, so a client trickling a byte a
     // second is dropped like a silent one.
@@ -341,12 +352,14 @@ class Session : public std::enable_shared_from_this<Session> {
 
   // After a refusal with request bytes still unsent or unread: closing at once would make the
   // kernel answer them with a reset, which a client still sending sees instead of the refusal.
-  // So: end our side, read and drop what comes for up to a second (or 4 MB), then close.
+  // So: end our side, read and drop what comes for up to --timeout-s but at most 5 s (or 4 MB),
+  // then close. Not a fixed second: a client on a loaded machine may take longer than that to
+  // push the rest of a few-MB body. Both bounds keep a refused client from holding the slot.
   void linger() {
     beast::error_code ec;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
     if (ec) return close();
-    stream_.expires_after(std::chrono::seconds(1));
+    stream_.expires_after(std::min(timeout(), std::chrono::seconds(5)));
     scratch_.reset(new char[16384]);
     drop_some();
   }
