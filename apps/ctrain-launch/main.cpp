@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -42,6 +43,7 @@ struct Child {
   std::string partial;    // output not yet terminated by a newline
   bool running = false;
   int exit_code = 0;      // 128+signal when killed
+  bool signaled = false;  // killed by a signal
 };
 
 struct Options {
@@ -133,9 +135,12 @@ void signal_all(std::vector<Child>& cs, int sig) {
   }
 }
 
-// Reaps exited children; returns the index of the first that failed in this call, or -1.
-int reap(std::vector<Child>& cs) {
-  int failed = -1;
+// Reaps exited children; returns the indexes of those that failed in this call, the first
+// failure first: a rank killed by a signal before ranks that exited with a code. A rank that
+// is killed usually takes its peers down with it (they exit 1 on the broken collective), and
+// when they are reaped in the same call, index order would blame a peer for the kill.
+std::vector<size_t> reap(std::vector<Child>& cs) {
+  std::vector<size_t> failed;
   for (size_t i = 0; i < cs.size(); ++i) {
     Child& c = cs[i];
     if (!c.running) continue;
@@ -143,10 +148,12 @@ int reap(std::vector<Child>& cs) {
     const pid_t r = ::waitpid(c.pid, &status, WNOHANG);
     if (r != c.pid) continue;
     c.running = false;
+    c.signaled = WIFSIGNALED(status);
     c.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     drain(c, true);
-    if (c.exit_code != 0 && failed < 0) failed = static_cast<int>(i);
+    if (c.exit_code != 0) failed.push_back(i);
   }
+  std::stable_partition(failed.begin(), failed.end(), [&](size_t i) { return cs[i].signaled; });
   return failed;
 }
 
@@ -175,11 +182,14 @@ int run_group(const Options& o, int attempt) {
       stop_deadline = std::chrono::steady_clock::now() +
                       std::chrono::milliseconds(static_cast<int64_t>(o.grace_s * 1000));
     }
-    const int failed = reap(cs);
-    if (failed >= 0 && !stopping) {
-      first_failure = cs[failed].exit_code;
-      std::fprintf(stderr, "ctrain-launch: rank %d exited with code %d; stopping the other ranks\n",
-                   cs[failed].rank, cs[failed].exit_code);
+    const std::vector<size_t> failed = reap(cs);
+    if (!failed.empty() && !stopping) {
+      first_failure = cs[failed.front()].exit_code;
+      // Every rank that failed before the stop, one line each; later exits are the stop's.
+      for (size_t i : failed) {
+        std::fprintf(stderr, "ctrain-launch: rank %d exited with code %d%s\n", cs[i].rank, cs[i].exit_code,
+                     i == failed.front() ? "; stopping the other ranks" : "");
+      }
       signal_all(cs, SIGTERM);
       stopping = true;
       stop_deadline = std::chrono::steady_clock::now() +
