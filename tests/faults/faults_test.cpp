@@ -86,10 +86,14 @@ TEST_F(FaultTest, CorruptCheckpointIsDetectedAndSkipped) {
 
 TEST_F(FaultTest, HungRankMakesTheJobFailWithinTheTimeout) {
   const auto t0 = std::chrono::steady_clock::now();
-  // Rank 1 SIGSTOPs itself mid-epoch: rank 0 must time out (3 s) naming the collective, and
+  // Rank 1 SIGSTOPs itself mid-epoch: rank 0 must time out (10 s) naming the collective, and
   // the launcher must stop the group (SIGKILL after the grace period) and exit non-zero.
+  // --dist-timeout also bounds the rendezvous, where a rank's start-up may lag the other's on a
+  // loaded machine: rank 0's 10 s leaves rank 1 that much to join, and rank 1, whose own
+  // timeout never runs out here (it is stopped), gets 120 s to wait for rank 0's store.
+  const std::string rank_timeout = "--dist-timeout $(if [ \"$RANK\" = 0 ]; then echo 10; else echo 120; fi)";
   const auto r = run_command("CTRAIN_FAULT_AT=stop:0:3:1 " +
-                             launch(mnist("--epochs 2 --dist-timeout 3 --output-dir " + (out_ / "o"))));
+                             launch("sh -c 'exec " + mnist("--epochs 2 " + rank_timeout + " --output-dir " + (out_ / "o")) + "'"));
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("allreduce of DDP bucket"), std::string::npos) << r.output;
@@ -254,12 +258,16 @@ TEST_F(RendezvousFaultTest, SecondProcessClaimingARankIsRefused) {
 }
 
 TEST_F(RendezvousFaultTest, MissingRankIsNamedAfterTheTimeout) {
-  // Ranks 0 and 2 of 3 start; rank 0 names rank 1 as missing when --dist-timeout runs out.
-  auto r = run_command("RANK=0 WORLD_SIZE=3 MASTER_PORT=" + port_ + " " +
-                       mnist("--epochs 1 --dist-timeout 3 --output-dir " + (out_ / "r0")) +
-                       " & RANK=2 WORLD_SIZE=3 MASTER_PORT=" + port_ + " " +
-                       mnist("--epochs 1 --dist-timeout 3 --output-dir " + (out_ / "r2")) + "; wait");
-  EXPECT_NE(r.output.find("rank(s) 1 did not join within 3 s"), std::string::npos) << r.output;
+  // Ranks 0 and 2 of 3 start; rank 0 names rank 1 as missing when its --dist-timeout runs out.
+  // Rank 2 starts first and waits up to 120 s for rank 0's store, so however rank 0's start-up
+  // lags it is there to join; rank 0's 10 s are rank 2's margin to join once it is up. Rank 2
+  // is stopped once rank 0 has given up.
+  auto r = run_command("RANK=2 WORLD_SIZE=3 MASTER_PORT=" + port_ + " " +
+                       mnist("--epochs 1 --dist-timeout 120 --output-dir " + (out_ / "r2")) +
+                       " & pid=$!; RANK=0 WORLD_SIZE=3 MASTER_PORT=" + port_ + " " +
+                       mnist("--epochs 1 --dist-timeout 10 --output-dir " + (out_ / "r0")) +
+                       "; kill $pid 2>/dev/null; wait");
+  EXPECT_NE(r.output.find("rank(s) 1 did not join within 10 s"), std::string::npos) << r.output;
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -167,18 +169,58 @@ inline size_t count_lines(const std::string& path) {
   return n;
 }
 
-// A TCP port that was free a moment ago (tests run in parallel: never share one).
+// A TCP port for a server a test starts, never the same twice in this process nor handed to
+// another test process at the same time (ctest runs them in parallel). A port the kernel chose
+// (bind to 0) is free only until it is released: the kernel may hand it out again as any
+// connection's source port before the server binds it. So the ports come from outside the
+// ephemeral range (ip_local_port_range), which the kernel never hands out; each is claimed
+// with a lock on its byte of one file, held until this process exits (a crash included), and
+// checked by binding it (another program may listen there). The search starts at a place that
+// depends on the pid, so processes rarely even meet on a lock.
 inline int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  socklen_t len = sizeof(a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
+  static std::mutex mu;
+  const std::lock_guard<std::mutex> lock(mu);
+  struct Range {
+    int lo = 10000, hi = 32768;  // [lo, hi)
+  };
+  static const Range range = [] {
+    int eph_lo = 32768, eph_hi = 60999;
+    std::ifstream("/proc/sys/net/ipv4/ip_local_port_range") >> eph_lo >> eph_hi;
+    // Below the ephemeral range, clear of the well-known and commonly configured ports, or
+    // above it when the range starts too low for that.
+    return eph_lo - 10000 >= 1000 ? Range{10000, eph_lo} : Range{eph_hi + 1, 65536};
+  }();
+  // Never closed: closing any descriptor of the file would drop this process's locks.
+  static const int claims = ::open((fs::temp_directory_path() / ("ctrain-test-ports-" + std::to_string(::getuid()) +
+                                                                 ".lock")).c_str(),
+                                   O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  const int span = range.hi - range.lo;
+  static int next = static_cast<int>((static_cast<int64_t>(::getpid()) * 64) % span);
+  auto claim = [&](int port) {  // fails while another process holds it; ours are never offered again
+    struct flock l {};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;
+    l.l_start = port;
+    l.l_len = 1;
+    return claims < 0 || ::fcntl(claims, F_SETLK, &l) == 0;
+  };
+  auto bindable = [](int port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_ANY);
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    const bool ok = fd >= 0 && ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    if (fd >= 0) ::close(fd);
+    return ok;
+  };
+  for (int tried = 0; tried < span; ++tried) {
+    const int port = range.lo + next;
+    next = (next + 1) % span;
+    if (claim(port) && bindable(port)) return port;
+  }
+  ADD_FAILURE() << "free_port: no free port in " << range.lo << ".." << range.hi - 1;
+  return 0;
 }
 
 // The parameters of the default MNIST MLP saved at `path` (a ctrain model.pt or checkpoint).
