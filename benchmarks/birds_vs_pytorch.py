@@ -6,7 +6,9 @@ generated folder of camera-size JPEGs, alternating:
      without a DataLoader), and with --workers N;
   2. ResNet-18 training (pipeline + forward/backward/SGD), images/s, --batch-size, --threads
      intra-op threads, 1 loader worker.
-Ratios are ctrain / PyTorch (higher is better)."""
+Ratios are ctrain / PyTorch (higher is better). With a PyTorch 2.x --python, two more peers:
+the pipeline on decode_jpeg + tensor transforms (case tensor) and training a torch.compile'd
+model (case compile); --binary then names a ctrain-birds built on the same LibTorch."""
 import argparse, json, os, statistics, subprocess, tempfile
 
 import numpy as np
@@ -41,9 +43,9 @@ def make_folder(root, per_class, w, h, style="photo"):
                     Image.fromarray(img).save(f"{root}/{split}/{cls}/{i}.jpg", quality=90)
 
 
-def ctrain_rates(data, args, threads):
+def ctrain_rates(binary, data, args, threads):
     with tempfile.TemporaryDirectory() as out:
-        r = subprocess.run([BIRDS, "--data-dir", data, "--output-dir", out, "--threads", str(threads),
+        r = subprocess.run([binary, "--data-dir", data, "--output-dir", out, "--threads", str(threads),
                             "--checkpoint-every", "0", "--no-onnx"] + args,
                            check=True, capture_output=True, text=True,
                            env=dict(os.environ, OMP_NUM_THREADS="1"))
@@ -54,8 +56,8 @@ def ctrain_rates(data, args, threads):
             return [json.loads(l)["samples_per_sec"] for l in f][1:]
 
 
-def peer_rates(data, args, threads):
-    r = subprocess.run(["/usr/bin/python3", os.path.join(HERE, "birds_peer.py"), "--data-dir", data,
+def peer_rates(python, data, args, threads):
+    r = subprocess.run([python, os.path.join(HERE, "birds_peer.py"), "--data-dir", data,
                         "--threads", str(threads)] + args,
                        check=True, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
     return [json.loads(l)["images_per_sec"] for l in r.stdout.splitlines() if l.startswith("{")][1:]
@@ -74,7 +76,10 @@ def main():
                    help="generated JPEGs: photo-like, or gradients with strong noise (larger files)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads for training (the pipeline cases use 1)")
     p.add_argument("--cases", default="pipeline,thread,workers,train",
-                   help="which of pipeline,thread,workers,train to run")
+                   help="which of pipeline,tensor,thread,workers,train,compile to run")
+    p.add_argument("--binary", default=BIRDS, help="the ctrain-birds to run (build-torch2-cv/bin/... for 2.11)")
+    p.add_argument("--python", default="/usr/bin/python3",
+                   help="the peer's Python (scripts/install-torch-wheel.sh --python: PyTorch 2.11)")
     a = p.parse_args()
     wanted = set(a.cases.split(","))
     rows = []
@@ -86,25 +91,32 @@ def main():
             # The peer without its DataLoader process: torchvision's transforms called in a loop.
             ("thread", "pipeline, 1 thread (peer in-process)", f"{tmp}/pipe",
              ["--data-only", "--epochs", "3", "--workers", "1"], 1),
+            ("tensor", "pipeline, 1 worker (peer: decode_jpeg + v2 tensor transforms)", f"{tmp}/pipe",
+             ["--data-only", "--epochs", "3", "--workers", "1"], 1),
             ("workers", f"pipeline, {a.workers} workers", f"{tmp}/pipe",
              ["--data-only", "--epochs", "3", "--workers", str(a.workers)], 1),
             ("train", f"ResNet-18 training, batch {a.batch_size}, {a.threads} thread(s), 1 worker", f"{tmp}/train",
              ["--epochs", "2", "--workers", "1", "--batch-size", str(a.batch_size)], a.threads),
+            # The compiled peer's first epoch compiles; a third epoch keeps two measured ones.
+            ("compile", f"ResNet-18 training, batch {a.batch_size}, {a.threads} thread(s), 1 worker "
+             "(peer: torch.compile)", f"{tmp}/train",
+             ["--epochs", "3", "--workers", "1", "--batch-size", str(a.batch_size)], a.threads),
         ]
+        peer_flags = {"thread": ["--in-process"], "tensor": ["--decode", "tensor"], "compile": ["--compile"]}
         for key, name, data, args, threads in cases:
             if key not in wanted:
                 continue
             c, t = [], []
             for _ in range(a.repeats):
-                c += ctrain_rates(data, args, threads)
-                t += peer_rates(data, args + (["--in-process"] if key == "thread" else []), threads)
+                c += ctrain_rates(a.binary, data, args, threads)
+                t += peer_rates(a.python, data, args + peer_flags.get(key, []), threads)
             rows.append((name, statistics.median(c), statistics.median(t)))
             print(f"{name}: ctrain {rows[-1][1]:.1f} images/s, PyTorch {rows[-1][2]:.1f} images/s", flush=True)
     print(f"\n{a.width}x{a.height} JPEGs ({a.style})\n")
     print("| case | ctrain images/s | PyTorch images/s | ratio ctrain/PyTorch |\n|---|---|---|---|")
     for name, c, t in rows:
         print(f"| {name} | {c:.1f} | {t:.1f} | {c / t:.2f} |")
-    print(json.dumps({"benchmark": "birds_vs_pytorch", "rows": [dict(case=n, ctrain=c, pytorch=t) for n, c, t in rows]}))
+    print(json.dumps({"benchmark": "birds_vs_pytorch", "binary": a.binary, "peer_python": a.python, "rows": [dict(case=n, ctrain=c, pytorch=t) for n, c, t in rows]}))
 
 
 if __name__ == "__main__":

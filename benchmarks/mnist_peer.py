@@ -51,6 +51,8 @@ def main():
     p.add_argument("--learning-rate", type=float, default=0.01)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--compile", action="store_true",
+                   help="train torch.compile(model) (PyTorch 2.x; epoch 0 pays the compilation)")
     a = p.parse_args()
     if a.threads > 0:
         torch.set_num_threads(a.threads)
@@ -65,6 +67,8 @@ def main():
         dist.init_process_group("gloo")
         model = nn.parallel.DistributedDataParallel(model)
     opt = torch.optim.SGD(model.parameters(), lr=a.learning_rate)
+    if a.compile:
+        model = torch.compile(model)
     n = len(xtr)
     per_rank = (n + world - 1) // world
     for epoch in range(a.epochs):

@@ -18,7 +18,8 @@ def run_ctrain(binary, a, out):
 def run_peer(a):
     r = subprocess.run([a.python, os.path.join(HERE, "mnist_peer.py"),
                         "--data-folder", a.data_folder, "--epochs", str(a.epochs),
-                        "--threads", str(a.threads)], check=True, capture_output=True, text=True)
+                        "--threads", str(a.threads)] + (["--compile"] if a.compile else []),
+                       check=True, capture_output=True, text=True)
     return [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
 
 
@@ -32,6 +33,7 @@ def main():
     p.add_argument("--python", default="/usr/bin/python3",
                    help="the peer's Python: Debian's (PyTorch 1.13), or the wheel's environment "
                         "(scripts/install-torch-wheel.sh --python: PyTorch 2.11)")
+    p.add_argument("--compile", action="store_true", help="the peer trains torch.compile(model) (PyTorch 2.x)")
     a = p.parse_args()
     c_times, p_times, c_acc, p_acc = [], [], [], []
     for r in range(a.repeats):
@@ -51,7 +53,7 @@ def main():
     print(f"| ctrain  | {c:.3f}          | {statistics.median(c_acc):.4f}        |")
     print(f"| pytorch | {py:.3f}          | {statistics.median(p_acc):.4f}        |")
     print(f"ratio ctrain/pytorch = {c / py:.3f}")
-    print(json.dumps({"benchmark": "mnist_epoch_time", "threads": a.threads, "epochs": a.epochs, "peer_python": a.python,
+    print(json.dumps({"benchmark": "mnist_epoch_time", "threads": a.threads, "epochs": a.epochs, "peer_python": a.python, "peer_compile": a.compile,
                       "repeats": a.repeats, "ctrain_s_per_epoch": c, "pytorch_s_per_epoch": py,
                       "ratio": c / py}))
 

@@ -5,7 +5,10 @@ wrk as the load generator: requests/s and p50/p99 latency at 1, 8 and 64 concurr
   - ResNet-18 (2 classes), one 1024x768 JPEG per request (birds eval transform).
 Each cell alternates ctrain and the peer, `--repeats` times for `--seconds` each; medians.
 The ctrain models are trained by the real trainers for one short epoch, so the files are
-what a user serves; the peer's weights are random (speed does not depend on them)."""
+what a user serves; the peer's weights are random (speed does not depend on them).
+--python picks the peer's Python (the PyTorch 2.11 environment of scripts/install-torch-wheel.sh,
+with flask installed in it), --bin-dir the ctrain build (build-torch2-cv/bin: the same LibTorch),
+and --peer-compile serves torch.compile(model) on the peer's side."""
 import argparse, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, time
 
 import numpy as np
@@ -71,9 +74,9 @@ def stop(proc):
     proc.wait(timeout=30)
 
 
-def train_models(tmp):
+def train_models(tmp, bin_dir):
     mnist_out, birds_out = f"{tmp}/mnist", f"{tmp}/birds"
-    subprocess.run([f"{BIN}/ctrain-mnist", "--data-folder", "/usr/share/datasets/fashion-mnist", "--epochs", "1",
+    subprocess.run([f"{bin_dir}/ctrain-mnist", "--data-folder", "/usr/share/datasets/fashion-mnist", "--epochs", "1",
                     "--output-dir", mnist_out, "--no-onnx"], check=True, capture_output=True)
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
@@ -82,7 +85,7 @@ def train_models(tmp):
             for i in range(4):
                 img = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
                 Image.fromarray(img).save(f"{tmp}/birds-data/{split}/{cls}/{i}.jpg")
-    subprocess.run([f"{BIN}/ctrain-birds", "--data-dir", f"{tmp}/birds-data", "--epochs", "1", "--batch-size", "4",
+    subprocess.run([f"{bin_dir}/ctrain-birds", "--data-dir", f"{tmp}/birds-data", "--epochs", "1", "--batch-size", "4",
                     "--output-dir", birds_out, "--no-onnx"], check=True, capture_output=True)
     return f"{mnist_out}/model.pt", f"{birds_out}/model.pt"
 
@@ -93,11 +96,15 @@ def main():
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--clients", default="1,8,64")
     p.add_argument("--serve-args", default="", help="extra ctrain-serve flags (default: its automatic batching)")
-    p.add_argument("--server", default=f"{BIN}/ctrain-serve", help="the ctrain-serve binary (e.g. an older build)")
+    p.add_argument("--bin-dir", default=BIN, help="the ctrain build whose trainers make the models")
+    p.add_argument("--server", default=None, help="the ctrain-serve binary (default: --bin-dir's; e.g. an older build)")
+    p.add_argument("--python", default="/usr/bin/python3", help="the peer's Python (needs torch, torchvision, flask)")
+    p.add_argument("--peer-compile", action="store_true", help="the peer serves torch.compile(model)")
     a = p.parse_args()
+    a.server = a.server or os.path.join(a.bin_dir, "ctrain-serve")
     clients = [int(c) for c in a.clients.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
-        mnist_model, birds_model = train_models(tmp)
+        mnist_model, birds_model = train_models(tmp, a.bin_dir)
         lua = f"{tmp}/post.lua"
         open(lua, "w").write(LUA)
         rng = np.random.default_rng(1)
@@ -113,8 +120,8 @@ def main():
                 ("ResNet-18, JPEG 1024x768", birds_model, "birds", jpeg_body, "image/jpeg")):
             port_c, port_p = free_port(), free_port()
             ctrain = start([a.server, "--model", model, "--port", str(port_c)] + a.serve_args.split(), port_c)
-            peer = start(["/usr/bin/python3", os.path.join(HERE, "serve_peer.py"), "--model", peer_model,
-                          "--port", str(port_p)], port_p)
+            peer = start([a.python, os.path.join(HERE, "serve_peer.py"), "--model", peer_model,
+                          "--port", str(port_p)] + (["--compile"] if a.peer_compile else []), port_p)
             try:
                 for c in clients:
                     res = {"ctrain": [], "peer": []}
