@@ -51,6 +51,10 @@ struct TrainConfig {
   // --channels-last: 4-D weights, gradients and input batches in NHWC, the layout cuDNN's
   // tensor-core convolutions use without transposes (ctrain-birds: on by default on CUDA).
   bool channels_last = false;
+  // --cuda-graph: the training step captured in a CUDA graph per batch shape and replayed
+  // (CUDA, one process, no fp16 scaler, no --on-nan skip, --accumulate 1; otherwise the run
+  // says why once and runs eagerly). Opt-in until its figures are measured on a GPU node.
+  bool cuda_graph = false;
   OptimConfig optim;
   CheckpointConfig checkpoint;
   DistConfig dist;

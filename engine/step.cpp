@@ -95,9 +95,6 @@ TrainStep::TrainStep(Model& model, torch::optim::Optimizer& optimizer,
                      distributed::DistributedDataParallel* ddp, torch::Device device,
                      StepOptions options)
     : model_(model), optimizer_(optimizer), ddp_(ddp), device_(device), options_(std::move(options)),
-      // DDP launches its allreduces from autograd hooks, and autocast works through the
-      // dispatcher's autograd-aware kernels: both keep the autograd path.
-      manual_grad_(model.train_forward && model.backward && ddp == nullptr && options_.amp == Amp::kOff),
       params_(model.module->parameters()) {
   if (options_.amp == Amp::kFp16) {
     if (!device_.is_cuda()) {
@@ -106,11 +103,38 @@ TrainStep::TrainStep(Model& model, torch::optim::Optimizer& optimizer,
     }
     scaler_ = std::make_unique<GradScaler>();
   }
+  if (options_.cuda_graph) {
+    // Only a step with no host sync and no collective can be captured today.
+    if (const std::string why = graph_unavailable(); !why.empty()) {
+      graph_status_ = why;
+    } else if (!device_.is_cuda()) {
+      graph_status_ = "the device is " + device_.str() + ", and CUDA graphs need a CUDA device";
+    } else if (ddp_ != nullptr) {
+      graph_status_ = "with more than one process: the gradient allreduce is not captured yet";
+    } else if (options_.amp == Amp::kFp16) {
+      graph_status_ = "--amp fp16: the loss scaler checks for inf/NaN on the host every step (use --amp bf16)";
+    } else if (options_.accept) {
+      graph_status_ = "--on-nan skip decides on the host every step";
+    } else if (options_.accumulate != 1) {
+      graph_status_ = "--accumulate " + std::to_string(options_.accumulate) + ": only whole steps are captured";
+    } else {
+      use_graph_ = true;
+    }
+  }
+  // DDP launches its allreduces from autograd hooks, and autocast works through the
+  // dispatcher's autograd-aware kernels: both keep the autograd path. So does a captured
+  // step: the manual path's buffers follow the batch shape, outside any graph's memory.
+  manual_grad_ = model.train_forward && model.backward && ddp == nullptr && options_.amp == Amp::kOff && !use_graph_;
   reset_correct();
 }
 
 void TrainStep::reset_correct() {
-  correct_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  // In place: a captured step adds to this tensor's memory.
+  if (correct_.defined()) {
+    correct_.zero_();
+  } else {
+    correct_ = torch::zeros({}, torch::TensorOptions().dtype(torch::kInt64).device(device_));
+  }
 }
 
 // cross_entropy(logits, target) as LibTorch computes it (1.13 and 2.x): nll_loss over
@@ -148,6 +172,9 @@ TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor
   // which give them fixed addresses on a GPU (for a CUDA graph) and the NHWC layout with
   // --channels-last. A CPU batch that needs neither is used as it is: the copy would cost
   // about 2% of an MNIST step.
+  if (use_graph_ && first && last && accumulate == 1) {
+    if (auto r = run_graph(input, target)) return *r;
+  }
   const bool nhwc = options_.channels_last && input.dim() == 4;
   const bool as_is = device_.is_cpu() && input.device() == device_ && target.device() == device_ && !nhwc;
   if (!as_is) {
@@ -162,7 +189,11 @@ TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor
   }
   const torch::Tensor& x = as_is ? input : input_;
   const torch::Tensor& y = as_is ? target : target_;
+  return run_eager(x, y, first, last, accumulate);
+}
 
+TrainStep::Result TrainStep::run_eager(const torch::Tensor& x, const torch::Tensor& y, bool first, bool last,
+                                       int64_t accumulate) {
   Result r;
   if (first) zero_grad_to_none(optimizer_);
   if (ddp_) ddp_->sync_buffers();  // BatchNorm statistics follow rank 0's, as in PyTorch

@@ -10,6 +10,8 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 
 #include "distributed/ddp.h"
 #include "engine/amp.h"
@@ -38,7 +40,13 @@ struct StepOptions {
   // micro-batch and its accumulation cycle (no backward, no update). Used by --on-nan skip,
   // whose check must agree on every rank.
   std::function<bool(const torch::Tensor& loss)> accept;
+  // --cuda-graph: capture the step in a CUDA graph per batch shape where it can be (see
+  // TrainStep::graph_status), after warm-up steps run eagerly. `accumulate` must be 1 for it.
+  bool cuda_graph = false;
+  int64_t accumulate = 1;
 };
+
+struct StepGraphs;  // step_graph_cuda.cpp: per batch shape, buffers and the captured graph
 
 class TrainStep {
  public:
@@ -61,8 +69,16 @@ class TrainStep {
   const torch::Tensor& correct() const { return correct_; }
   void reset_correct();
   const GradScaler* scaler() const { return scaler_.get(); }
+  // With StepOptions::cuda_graph: "" when steps are captured, else why they run eagerly.
+  const std::string& graph_status() const { return graph_status_; }
 
  private:
+  Result run_eager(const torch::Tensor& x, const torch::Tensor& y, bool first, bool last, int64_t accumulate);
+  // The captured step for this batch: nullopt when it must run eagerly (step_graph_cuda.cpp;
+  // step_graph_none.cpp where LibTorch has no CUDA).
+  std::optional<Result> run_graph(const torch::Tensor& input, const torch::Tensor& target);
+  // Why this LibTorch cannot capture at all ("" when it can).
+  static std::string graph_unavailable();
   torch::Tensor manual_loss(const torch::Tensor& logits, const torch::Tensor& target);
   void manual_backward(const torch::Tensor& target, int64_t accumulate);
 
@@ -78,6 +94,9 @@ class TrainStep {
   // The manual path (Model::backward): the loss's intermediates, and d(loss / accumulate)/d(loss).
   torch::Tensor log_probs_, total_weight_, loss_grad_;
   int64_t loss_grad_accumulate_ = 0;
+  bool use_graph_ = false;
+  std::string graph_status_;
+  std::shared_ptr<StepGraphs> graphs_;
 };
 
 }  // namespace ctrain::engine

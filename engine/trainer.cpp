@@ -303,6 +303,7 @@ nlohmann::json TrainConfig::to_json() const {
           {"on_nan", on_nan},
           {"amp", amp},
           {"channels_last", channels_last},
+          {"cuda_graph", cuda_graph},
           {"optimizer", optim.optimizer},
           {"learning_rate", optim.learning_rate},
           {"momentum", optim.momentum},
@@ -486,7 +487,18 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
   if (cfg.on_nan == "skip") {  // every rank skips the same step
     step_options.accept = [pg](const torch::Tensor& loss) { return finite_everywhere(loss, pg); };
   }
+  step_options.cuda_graph = cfg.cuda_graph;
+  step_options.accumulate = accumulate;
   TrainStep train_step(model, optimizer, ddp.get(), device, step_options);
+  if (cfg.cuda_graph && rank0) {
+    if (train_step.graph_status().empty()) {
+      std::cout << "--cuda-graph: each batch shape's step is captured after 3 eager steps, and again when the "
+                   "learning rate changes\n";
+    } else {
+      std::cout << "--cuda-graph: running eagerly: " << train_step.graph_status() << "\n";
+    }
+    std::cout << std::flush;
+  }
   int64_t skipped_steps = 0;
   for (int64_t epoch = result.first_epoch; epoch < cfg.epochs; ++epoch) {
     const double lr = step_lr(cfg.optim, epoch);

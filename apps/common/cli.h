@@ -29,6 +29,8 @@ inline void add_train_flags(CLI::App& app, engine::TrainConfig& c) {
   app.add_option("--log-interval,--log_interval", c.log_interval, "steps between progress lines (0: auto)");
   app.add_option("--accumulate", c.dist.accumulate, "micro-batches per optimizer step");
   app.add_option("--on-nan,--on_nan", c.on_nan, "stop | skip: what a non-finite loss does");
+  app.add_flag("--cuda-graph,--cuda_graph", c.cuda_graph,
+               "capture the training step in a CUDA graph (CUDA, one process; else says why and runs eagerly)");
   app.add_option("--amp", c.amp, "off | bf16 | fp16: mixed precision (autocast; fp16 adds loss scaling, CUDA only)");
   app.add_option("--bucket-mb,--bucket_mb", c.dist.bucket_mb, "DDP gradient bucket size in MB");
   app.add_option("--dist-timeout,--dist_timeout", c.dist.timeout_s, "seconds before a rendezvous or collective gives up");

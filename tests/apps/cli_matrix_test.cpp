@@ -62,7 +62,7 @@ std::vector<BadFlag> trainer_flags(const std::string& p, const std::string& epoc
       ints(p, "--accumulate", "0"), floats(p, "--bucket-mb", "0"), floats(p, "--dist-timeout", "0"),
       ints(p, "--rank", "-2"), ints(p, "--world-size", "0"), ints(p, "--local-rank", "-2"),
       choice(p, "--device"), choice(p, "--on-nan"), choice(p, "--amp"), choice(p, "--dist-backend"),
-      choice(p, "--dist-url"), boolean(p, "--no-onnx"), boolean(p, "--resume"),
+      choice(p, "--dist-url"), boolean(p, "--no-onnx"), boolean(p, "--resume"), boolean(p, "--cuda-graph"),
       {{p, "--output-dir", "/proc/ctrain-no-such/dir", 1, "/proc/ctrain-no-such/dir", ""},
        {p, "--resume-from", "/ctrain-no-such.pt", 1, "/ctrain-no-such.pt", ""}}};
   std::vector<BadFlag> all;
