@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,9 +90,16 @@ Child spawn(const Options& o, int local_rank, int attempt) {
   c.rank = o.node_rank * o.nproc + local_rank;
   int fds[2];
   if (::pipe(fds) != 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+  const pid_t launcher = ::getpid();
   const pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
+    // No orphans: the rank dies with its launcher, however the launcher dies (SIGKILL by an
+    // OOM killer or a scheduler included), instead of training on unsupervised. SIGKILL, not
+    // SIGTERM: a rank whose peers are gone would wait in a collective until --dist-timeout.
+    // The check after it covers a launcher that died before the prctl took effect.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != launcher) ::_exit(1);
     ::setpgid(0, 0);  // own process group: a signal reaches the rank and anything it spawned
     ::dup2(fds[1], STDOUT_FILENO);
     ::dup2(fds[1], STDERR_FILENO);

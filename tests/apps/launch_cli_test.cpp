@@ -111,6 +111,31 @@ TEST(LaunchTest, RestartsTheGroupUpToMaxRestarts) {
   EXPECT_NE(r.output.find("giving up after 2 restarts"), std::string::npos) << r.output;
 }
 
+// A launcher SIGKILLed alone (an OOM killer, a scheduler's kill -9): its ranks go with it
+// instead of training on unsupervised, where no launcher can stop or restart them.
+TEST(LaunchTest, ALauncherKilledAloneTakesItsRanksWithIt) {
+  TempDir dir;
+  const std::string log = dir / "log";
+  const pid_t launcher =
+      ctrain::testing::spawn_command(launch(2, "sh -c 'echo $$ > " + (dir / "pid") + "$RANK; exec sleep 600'"), log);
+  auto rank_pid = [&](int r) { return std::atoi(ctrain::testing::read_text(dir / ("pid" + std::to_string(r))).c_str()); };
+  auto alive = [](pid_t pid) {  // exists and has not ended (a zombie waits for init to reap it)
+    const std::string stat = ctrain::testing::read_text("/proc/" + std::to_string(pid) + "/stat");
+    const size_t paren = stat.rfind(')');
+    return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
+  };
+  ASSERT_TRUE(ctrain::testing::poll_until([&] { return rank_pid(0) > 0 && rank_pid(1) > 0; }, 60))
+      << ctrain::testing::read_text(log);
+  ASSERT_TRUE(alive(rank_pid(0)) && alive(rank_pid(1)));
+  ::kill(launcher, SIGKILL);
+  EXPECT_EQ(ctrain::testing::wait_exit(launcher), 128 + SIGKILL);
+  EXPECT_TRUE(ctrain::testing::poll_until([&] { return !alive(rank_pid(0)) && !alive(rank_pid(1)); }, 10))
+      << "ranks outlived their launcher";
+  for (int r = 0; r < 2; ++r) {
+    if (alive(rank_pid(r))) ::kill(rank_pid(r), SIGKILL);  // leave nothing behind
+  }
+}
+
 TEST(LaunchTest, UsageErrors) {
   EXPECT_EQ(run_command(bin("ctrain-launch") + " --nproc-per-node 2").exit_code, 2);
   EXPECT_EQ(run_command(bin("ctrain-launch") + " --nproc-per-node 0 true").exit_code, 2);
