@@ -54,8 +54,13 @@ class TrainStep {
   TrainStep(Model& model, torch::optim::Optimizer& optimizer,
             distributed::DistributedDataParallel* ddp, torch::Device device, StepOptions options);
 
+  // Eager steps per batch shape before a captured step (--cuda-graph) is recorded.
+  static constexpr int kGraphWarmup = 3;
+
   struct Result {
-    torch::Tensor loss;     // this micro-batch's mean loss (device, detached, float)
+    // This micro-batch's mean loss (device, detached, float). With a captured step it is the
+    // graph's own buffer, overwritten by the next run(): copy it (on the stream) before then.
+    torch::Tensor loss;
     bool accepted = true;   // false: dropped by StepOptions::accept
     bool updated = false;   // the optimizer stepped (false on a non-last micro-batch, a
                             // dropped one, or an fp16 step with inf/NaN gradients)

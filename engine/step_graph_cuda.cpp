@@ -9,7 +9,7 @@
 //    reallocated; the batch is copied into them before each replay. Everything the step
 //    allocates while it is captured comes from the graph's private pool and stays valid.
 //  - state created by a first step (SGD's momentum buffers, cuDNN's algorithm choices, cuBLAS
-//    workspaces): kWarmup eager steps per shape first, on the side stream capture will use.
+//    workspaces): kGraphWarmup eager steps per shape first, on the side stream capture will use.
 //  - gradients: set to None before capture, so the captured backward allocates them in the
 //    graph's pool and each replay refills the same buffers; nothing outside replaces them.
 //  - no host sync inside: only steps without one are captured (TrainStep::graph_applies says
@@ -24,19 +24,19 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
+#include <cuda_runtime_api.h>
 
 #include <map>
 #include <memory>
 #include <vector>
 
+#include "core/error.h"
 #include "engine/step.h"
 
 namespace ctrain::engine {
-
-namespace {
-constexpr int kWarmup = 3;  // eager steps per shape before capture, as the CUDA graphs notes do
-}  // namespace
 
 struct StepGraphs {
   struct Shape {
@@ -87,13 +87,17 @@ std::optional<TrainStep::Result> TrainStep::run_graph(const torch::Tensor& input
   s.input.copy_(input, /*non_blocking=*/true);
   s.target.copy_(target, /*non_blocking=*/true);
 
-  if (s.eager_steps < kWarmup) {
+  if (s.eager_steps < kGraphWarmup) {
     ++s.eager_steps;
     Result r;
     on_stream(*g.side, [&] { r = run_eager(s.input, s.target, /*first=*/true, /*last=*/true, /*accumulate=*/1); });
     return r;
   }
   if (!s.graph) {
+    // The allocator cannot free cached blocks while a capture is under way: return them first
+    // (the old graphs' pools after an LR change included), as torch.cuda.graph does on entry.
+    c10::cuda::device_synchronize();
+    c10::cuda::CUDACachingAllocator::emptyCache();
     zero_grad_to_none(optimizer_);  // the captured backward allocates them in the graph's pool
     on_stream(*g.side, [&] {
       const bool cache = at::autocast::is_autocast_cache_enabled();
@@ -103,10 +107,18 @@ std::optional<TrainStep::Result> TrainStep::run_graph(const torch::Tensor& input
         s.graph->capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
         s.loss = run_eager(s.input, s.target, /*first=*/false, /*last=*/true, /*accumulate=*/1).loss;
         s.graph->capture_end();
-      } catch (...) {
+      } catch (const std::exception& e) {
         at::autocast::set_autocast_cache_enabled(cache);
-        s.graph.reset();
-        throw;
+        // CUDAGraph cannot clean up a capture that never ended: end it on the stream, and keep
+        // the graph object alive (leaked), since the allocators still hold a filter that points
+        // at it. The run then stops with the real reason instead of a crash later.
+        cudaGraph_t raw = nullptr;
+        cudaStreamEndCapture(g.side->stream(), &raw);
+        if (raw != nullptr) cudaGraphDestroy(raw);
+        (void)cudaGetLastError();
+        (void)s.graph.release();
+        throw Error(std::string("--cuda-graph: capturing the training step failed: ") + e.what(),
+                    "rerun without --cuda-graph (and report it: the step did something capture forbids)");
       }
       at::autocast::set_autocast_cache_enabled(cache);
     });

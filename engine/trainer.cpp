@@ -492,8 +492,8 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model,
   TrainStep train_step(model, optimizer, ddp.get(), device, step_options);
   if (cfg.cuda_graph && rank0) {
     if (train_step.graph_status().empty()) {
-      std::cout << "--cuda-graph: each batch shape's step is captured after 3 eager steps, and again when the "
-                   "learning rate changes\n";
+      std::cout << "--cuda-graph: each batch shape's step is captured after " << TrainStep::kGraphWarmup
+                << " eager steps, and again when the learning rate changes\n";
     } else {
       std::cout << "--cuda-graph: running eagerly: " << train_step.graph_status() << "\n";
     }
