@@ -3,16 +3,9 @@
 2 ranks (batch 32 each: the same global batch), for ctrain (ctrain-launch + Gloo) and for
 PyTorch's Python DDP (Gloo, torchrun's variables from ctrain-launch, benchmarks/mnist_peer.py), alternating.
 Scaling efficiency = samples/s(2 ranks) / (2 x samples/s(1 rank))."""
-import argparse, json, os, socket, statistics, subprocess, tempfile
+import argparse, json, os, statistics, subprocess, tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-BIN = os.path.join(HERE, "..", "build", "bin")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench_common import BIN, HERE, free_port
 
 
 def ctrain(a, nproc):

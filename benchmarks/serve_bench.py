@@ -14,18 +14,11 @@ import argparse, json, os, re, signal, socket, statistics, subprocess, sys, temp
 import numpy as np
 from PIL import Image
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-BIN = os.path.join(HERE, "..", "build", "bin")
+from bench_common import BIN, HERE, free_port
 LUA = """
 local f = io.open(os.getenv("BODY"), "rb"); local body = f:read("*a"); f:close()
 wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = os.getenv("CTYPE")
 """
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_health(port, proc, timeout=120):

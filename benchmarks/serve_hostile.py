@@ -13,14 +13,7 @@ Usage: benchmarks/serve_hostile.py [--model outputs/model.pt] [--server PATH]
 """
 import argparse, os, signal, socket, subprocess, sys, tempfile, threading, time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-BIN = os.path.join(HERE, "..", "build", "bin")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from bench_common import BIN, HERE, free_port
 
 
 def health_seconds(port, timeout=30.0):

@@ -117,14 +117,12 @@ TrainStep::TrainStep(Model& model, torch::optim::Optimizer& optimizer,
       graph_status_ = "--on-nan skip decides on the host every step";
     } else if (options_.accumulate != 1) {
       graph_status_ = "--accumulate " + std::to_string(options_.accumulate) + ": only whole steps are captured";
-    } else {
-      use_graph_ = true;
     }
   }
   // DDP launches its allreduces from autograd hooks, and autocast works through the
   // dispatcher's autograd-aware kernels: both keep the autograd path. So does a captured
   // step: the manual path's buffers follow the batch shape, outside any graph's memory.
-  manual_grad_ = model.train_forward && model.backward && ddp == nullptr && options_.amp == Amp::kOff && !use_graph_;
+  manual_grad_ = model.train_forward && model.backward && ddp == nullptr && options_.amp == Amp::kOff && !captures();
   reset_correct();
 }
 
@@ -172,7 +170,7 @@ TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor
   // which give them fixed addresses on a GPU (for a CUDA graph) and the NHWC layout with
   // --channels-last. A CPU batch that needs neither is used as it is: the copy would cost
   // about 2% of an MNIST step.
-  if (use_graph_ && first && last && accumulate == 1) {
+  if (captures() && first && last && accumulate == 1) {
     if (auto r = run_graph(input, target)) return *r;
   }
   const bool nhwc = options_.channels_last && input.dim() == 4;

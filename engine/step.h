@@ -84,6 +84,7 @@ class TrainStep {
   std::optional<Result> run_graph(const torch::Tensor& input, const torch::Tensor& target);
   // Why this LibTorch cannot capture at all ("" when it can).
   static std::string graph_unavailable();
+  bool captures() const { return options_.cuda_graph && graph_status_.empty(); }
   torch::Tensor manual_loss(const torch::Tensor& logits, const torch::Tensor& target);
   void manual_backward(const torch::Tensor& target, int64_t accumulate);
 
@@ -99,8 +100,7 @@ class TrainStep {
   // The manual path (Model::backward): the loss's intermediates, and d(loss / accumulate)/d(loss).
   torch::Tensor log_probs_, total_weight_, loss_grad_;
   int64_t loss_grad_accumulate_ = 0;
-  bool use_graph_ = false;
-  std::string graph_status_;
+  std::string graph_status_;  // with cuda_graph: "" = steps are captured, else why not
   std::shared_ptr<StepGraphs> graphs_;
 };
 

@@ -13,14 +13,9 @@
 namespace {
 
 using ctrain::testing::bin;
+using ctrain::testing::max_abs_diff;
 using ctrain::testing::run_command;
 using ctrain::tracking::read_jsonl;
-
-double max_abs_diff(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  double d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (a[i] - b[i]).abs().max().item<double>());
-  return d;
-}
 
 // The per-epoch training losses of a run's metrics.jsonl.
 std::vector<double> losses(const std::string& dir) {

@@ -12,18 +12,13 @@
 namespace {
 
 using ctrain::testing::bin;
+using ctrain::testing::max_abs_diff;
 using ctrain::testing::free_port;
 using ctrain::testing::run_command;
 using ctrain::testing::TempDir;
 namespace fs = std::filesystem;
 
 std::string launch(int nproc, const std::string& rest) { return ctrain::testing::launch_cmd(nproc, rest); }
-
-double max_abs_diff(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  double d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (a[i] - b[i]).abs().max().item<double>());
-  return d;
-}
 
 TEST(LaunchTest, SetsTorchrunVariablesAndPrefixesOutput) {
   const auto r = run_command(launch(2, "sh -c 'echo \"$RANK/$WORLD_SIZE/$LOCAL_RANK/$LOCAL_WORLD_SIZE/$MASTER_ADDR/$TORCHELASTIC_RESTART_COUNT\"'"));

@@ -15,6 +15,7 @@
 namespace {
 
 using ctrain::testing::bin;
+using ctrain::testing::max_abs_diff;
 using ctrain::testing::read_text;
 using ctrain::testing::run_command;
 using ctrain::testing::spawn_command;
@@ -70,12 +71,6 @@ class MultiNodeTest : public ctrain::testing::SyntheticMnistSuite {
            mnist("--batch-size 32 " + mnist_args);
   }
 };
-
-double max_abs_diff(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
-  double d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (a[i] - b[i]).abs().max().item<double>());
-  return d;
-}
 
 // No GLOO_SOCKET_IFNAME: each node finds the interface its route to MASTER_ADDR leaves by,
 // says so, and the job equals the same two ranks run on one host.

@@ -230,6 +230,13 @@ inline std::vector<torch::Tensor> mlp_params(const std::string& path) {
   return m->parameters();
 }
 
+// The largest element-wise difference between two lists of tensors (weights of two runs).
+inline double max_abs_diff(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i) d = std::max(d, (a[i] - b[i]).abs().max().item<double>());
+  return d;
+}
+
 inline std::string bin(const std::string& name) { return std::string(CTRAIN_BIN_DIR) + "/" + name; }
 
 // The first Python that imports `modules` (e.g. "torchvision" or "onnx, google.protobuf"):
