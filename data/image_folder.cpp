@@ -3,18 +3,17 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <filesystem>
 #include <map>
 #include <optional>
 #include <mutex>
 #include <random>
-#include <thread>
 #include <tuple>
 
 #include "core/error.h"
 #include "core/torch_error.h"
 #include "core/fs.h"
+#include "data/ordered_pool.h"
 
 namespace ctrain::data {
 namespace {
@@ -39,31 +38,10 @@ uint64_t mix(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-// The geometry of one sample's transform, decided from the full-size dimensions before
-// decoding (so the decoder can pick a reduced scale) and drawing from the RNG in
-// torchvision's order: crop box, then flip.
-struct Plan {
-  CropBox box;         // train: in full-size pixels; eval: in resized pixels
-  bool flip = false;
-  int resize_h = 0, resize_w = 0;  // eval: size after Resize
-};
-
-Plan plan_transform(int height, int width, const ImageTransform& t, std::mt19937_64& rng) {
-  Plan p;
-  if (t.mode == Augment::kTrain) {
-    p.box = random_resized_crop_box(height, width, rng);
-    p.flip = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < 0.5;
-  } else {
-    std::tie(p.resize_h, p.resize_w) = resize_shorter_side(height, width, t.resize);
-    p.box = center_crop_box(p.resize_h, p.resize_w, t.size);
-  }
-  return p;
-}
-
 // The largest JPEG DCT scale (8, 4, 2) that still leaves at least the output's resolution
 // where it is needed (the crop box for training, the resized image for eval): no detail
 // the final image would show is thrown away.
-int reduction_for(const Plan& p, const ImageTransform& t, int height, int width) {
+int reduction_for(const SamplePlan& p, const ImageTransform& t, int height, int width) {
   for (int f : {8, 4, 2}) {
     if (t.mode == Augment::kTrain) {
       if (p.box.height / f >= t.size && p.box.width / f >= t.size) return f;
@@ -112,7 +90,7 @@ void normalize_into(const uint8_t* px, size_t stride, bool flip, const ImageTran
 // from (top, left) on: a whole decode has (0, 0), a region decode its region's corner.
 // Training: `box` (in the scaled image's pixels) is resized to the output. Eval: the whole
 // image is resized to the plan's size and `box` is the centre crop of that.
-void render(const Image& img, int top, int left, const CropBox& box, const Plan& p,
+void render(const Image& img, int top, int left, const CropBox& box, const SamplePlan& p,
             const ImageTransform& t, float* out) {
   if (img.height < 1 || img.width < 1 ||
       img.rgb.size() != static_cast<size_t>(img.height) * img.width * 3) {
@@ -147,35 +125,29 @@ void render(const Image& img, int top, int left, const CropBox& box, const Plan&
 
 // render() for a whole decoded image, with the transform planned from its own size.
 void plan_and_render(const Image& img, const ImageTransform& t, std::mt19937_64& rng, float* out) {
-  const Plan plan = plan_transform(img.height, img.width, t, rng);
+  const SamplePlan plan = plan_sample(img.height, img.width, t, rng);
   render(img, 0, 0, plan.box, plan, t, out);
 }
 
-void check_pixels(const std::string& path, int64_t height, int64_t width, int64_t limit) {
-  if (limit > 0 && height * width > limit) {
-    throw Error(path + ": " + std::to_string(height) + "x" + std::to_string(width) + " = " +
-                    std::to_string(height * width) + " pixels is above --max-image-pixels " +
-                    std::to_string(limit),
-                "raise --max-image-pixels (0: no limit), or --skip-bad-images to skip it");
-  }
-}
 
 // The decode-and-render path proper; decode_and_transform() adds the error wrapping.
 int decode_and_render(const std::string& bytes, const std::string& path, const ImageTransform& t,
-                      const DecodeOptions& d, std::mt19937_64& rng, float* out) {
+                      const DecodeOptions& d, std::mt19937_64& rng, float* out, SamplePlan* used) {
   int h = 0, w = 0;
   const bool jpeg = jpeg_size(bytes, &h, &w);
-  if (jpeg || png_size(bytes, &h, &w)) check_pixels(path, h, w, d.max_image_pixels);
+  if (jpeg || png_size(bytes, &h, &w)) check_image_pixels(path, h, w, d.max_image_pixels);
   if (!jpeg || !d.reduced_decode) {
     const Image img = decode_bytes(bytes, path, 1);
-    check_pixels(path, img.height, img.width, d.max_image_pixels);
-    const Plan plan = plan_transform(img.height, img.width, t, rng);
-    if (t.mode == Augment::kEval) check_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
+    check_image_pixels(path, img.height, img.width, d.max_image_pixels);
+    const SamplePlan plan = plan_sample(img.height, img.width, t, rng);
+    if (used) *used = plan;
+    if (t.mode == Augment::kEval) check_image_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
     render(img, 0, 0, plan.box, plan, t, out);
     return 1;
   }
-  const Plan plan = plan_transform(h, w, t, rng);
-  if (t.mode == Augment::kEval) check_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
+  const SamplePlan plan = plan_sample(h, w, t, rng);
+  if (used) *used = plan;
+  if (t.mode == Augment::kEval) check_image_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
   const int reduce = reduction_for(plan, t, h, w);
   // libjpeg's DCT scaling gives ceil(size / reduce).
   const int want_h = (h + reduce - 1) / reduce, want_w = (w + reduce - 1) / reduce;
@@ -221,11 +193,36 @@ void naming_errors(const std::string& path, Fn&& fn) {
 
 }  // namespace
 
+void check_image_pixels(const std::string& path, int64_t height, int64_t width, int64_t limit) {
+  if (limit > 0 && height * width > limit) {
+    throw Error(path + ": " + std::to_string(height) + "x" + std::to_string(width) + " = " +
+                    std::to_string(height * width) + " pixels is above --max-image-pixels " +
+                    std::to_string(limit),
+                "raise --max-image-pixels (0: no limit), or --skip-bad-images to skip it");
+  }
+}
+
+SamplePlan plan_sample(int height, int width, const ImageTransform& t, std::mt19937_64& rng) {
+  SamplePlan p;
+  if (t.mode == Augment::kTrain) {
+    p.box = random_resized_crop_box(height, width, rng);
+    p.flip = std::uniform_real_distribution<double>(0.0, 1.0)(rng) < 0.5;
+  } else {
+    std::tie(p.resize_h, p.resize_w) = resize_shorter_side(height, width, t.resize);
+    p.box = center_crop_box(p.resize_h, p.resize_w, t.size);
+  }
+  return p;
+}
+
+std::mt19937_64 sample_rng(uint64_t seed, int64_t epoch, int64_t sample) {
+  return std::mt19937_64(mix(mix(mix(seed) ^ static_cast<uint64_t>(epoch)) ^ static_cast<uint64_t>(sample)));
+}
+
 int decode_and_transform(const std::string& bytes, const std::string& path,
                          const ImageTransform& t, const DecodeOptions& d, std::mt19937_64& rng,
-                         float* out) {
+                         float* out, SamplePlan* plan) {
   int reduce = 1;
-  naming_errors(path, [&] { reduce = decode_and_render(bytes, path, t, d, rng, out); });
+  naming_errors(path, [&] { reduce = decode_and_render(bytes, path, t, d, rng, out, plan); });
   return reduce;
 }
 
@@ -322,26 +319,25 @@ torch::Tensor apply_transform(const Image& img, const ImageTransform& t, std::mt
 }
 
 struct ImageFolderSource::Impl {
+  struct Epoch {
+    int64_t epoch = -1;
+    torch::Tensor order;  // this rank's sample indices
+  };
+
   ImageFolderIndex index;
   ImageTransform transform;
   ShardSampler sampler;
   LoaderOptions opt;
 
-  std::mutex mu;
-  std::condition_variable work_cv, ready_cv;
-  std::vector<std::thread> threads;
-  bool stop = false;
-  uint64_t generation = 0;
-  int64_t epoch = -1, nbatches = 0, next_claim = 0, next_deliver = 0;
-  torch::Tensor order;
-  std::map<int64_t, Batch> ready;
-  std::map<int64_t, std::exception_ptr> failed;
   std::atomic<int64_t> bad{0}, reduced{0};
   std::mutex cache_mu;
   std::map<int64_t, std::shared_ptr<const Image>> cache;
+  // Last: its threads use the members above, so it stops first.
+  OrderedPool<Batch, Epoch> pool;
 
   Impl(ImageFolderIndex i, ImageTransform t, ShardSampler s, LoaderOptions o)
-      : index(std::move(i)), transform(std::move(t)), sampler(std::move(s)), opt(o) {}
+      : index(std::move(i)), transform(std::move(t)), sampler(std::move(s)), opt(o),
+        pool(o.workers, o.prefetch_batches, [this](const Epoch& e, int64_t b) { return build(e.epoch, e.order, b); }) {}
 
   std::shared_ptr<const Image> load(int64_t sample) {
     if (opt.cache_decoded) {
@@ -351,7 +347,7 @@ struct ImageFolderSource::Impl {
     }
     const std::string& path = index.samples[sample].first;
     auto img = std::make_shared<const Image>(decode_image(path));
-    check_pixels(path, img->height, img->width, opt.max_image_pixels);
+    check_image_pixels(path, img->height, img->width, opt.max_image_pixels);
     if (opt.cache_decoded) {
       std::lock_guard<std::mutex> lock(cache_mu);
       cache[sample] = img;
@@ -385,7 +381,7 @@ struct ImageFolderSource::Impl {
     const int64_t* ids = ord.data_ptr<int64_t>();
     for (int64_t k = begin; k < end; ++k) {
       const int64_t sample = ids[k];
-      std::mt19937_64 rng(mix(mix(mix(opt.seed) ^ static_cast<uint64_t>(ep)) ^ static_cast<uint64_t>(sample)));
+      std::mt19937_64 rng = sample_rng(opt.seed, ep, sample);
       try {
         transform_sample(sample, rng, input[kept].data_ptr<float>());
       } catch (const Error&) {  // every per-image failure arrives as an Error naming the file
@@ -407,36 +403,6 @@ struct ImageFolderSource::Impl {
     }
     return batch;
   }
-
-  void worker() {
-    for (;;) {
-      std::unique_lock<std::mutex> lock(mu);
-      work_cv.wait(lock, [&] {
-        return stop || (next_claim < nbatches && next_claim < next_deliver + opt.prefetch_batches);
-      });
-      if (stop) return;
-      const int64_t b = next_claim++;
-      const uint64_t gen = generation;
-      const int64_t ep = epoch;
-      const torch::Tensor ord = order;
-      lock.unlock();
-      std::optional<Batch> result;
-      std::exception_ptr err;
-      try {
-        result = build(ep, ord, b);
-      } catch (...) {
-        err = std::current_exception();
-      }
-      lock.lock();
-      if (gen != generation) continue;  // start_epoch() was called meanwhile: drop it
-      if (err) {
-        failed[b] = err;
-      } else {
-        ready.emplace(b, std::move(*result));
-      }
-      ready_cv.notify_all();
-    }
-  }
 };
 
 ImageFolderSource::ImageFolderSource(ImageFolderIndex index, ImageTransform transform,
@@ -448,51 +414,15 @@ ImageFolderSource::ImageFolderSource(ImageFolderIndex index, ImageTransform tran
   use_single_threaded_backend();
 }
 
-ImageFolderSource::~ImageFolderSource() {
-  {
-    std::lock_guard<std::mutex> lock(impl_->mu);
-    impl_->stop = true;
-  }
-  impl_->work_cv.notify_all();
-  for (auto& t : impl_->threads) t.join();
-}
+ImageFolderSource::~ImageFolderSource() = default;
 
 void ImageFolderSource::start_epoch(int64_t epoch) {
-  Impl& s = *impl_;
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    ++s.generation;
-    s.epoch = epoch;
-    s.order = s.sampler.indices(epoch);
-    s.nbatches = batches_per_epoch();
-    s.next_claim = s.next_deliver = 0;
-    s.ready.clear();
-    s.failed.clear();
-  }
-  if (s.threads.empty()) {
-    for (int i = 0; i < s.opt.workers; ++i) s.threads.emplace_back([&s] { s.worker(); });
-  }
-  s.work_cv.notify_all();
+  impl_->pool.start({epoch, impl_->sampler.indices(epoch)}, batches_per_epoch());
 }
 
 std::optional<Batch> ImageFolderSource::next() {
-  Impl& s = *impl_;
-  if (!s.order.defined()) throw Error("ImageFolderSource::next() before start_epoch()");
-  if (s.opt.workers == 0) {  // inline, for debugging and tests
-    if (s.next_deliver >= s.nbatches) return std::nullopt;
-    return s.build(s.epoch, s.order, s.next_deliver++);
-  }
-  std::unique_lock<std::mutex> lock(s.mu);
-  if (s.next_deliver >= s.nbatches) return std::nullopt;
-  const int64_t b = s.next_deliver;
-  s.ready_cv.wait(lock, [&] { return s.ready.count(b) || s.failed.count(b); });
-  if (auto f = s.failed.find(b); f != s.failed.end()) std::rethrow_exception(f->second);
-  Batch batch = std::move(s.ready.at(b));
-  s.ready.erase(b);
-  ++s.next_deliver;
-  lock.unlock();
-  s.work_cv.notify_all();
-  return batch;
+  if (!impl_->pool.started()) throw Error("ImageFolderSource::next() before start_epoch()");
+  return impl_->pool.next();
 }
 
 int64_t ImageFolderSource::batches_per_epoch() const {

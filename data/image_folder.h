@@ -54,12 +54,30 @@ struct ImageTransform {
   std::vector<float> stdev{0.229f, 0.224f, 0.225f};
 };
 
+// The geometry of one sample's transform, decided from the stored size before decoding (so a
+// decoder can pick a reduced scale or a region) and drawn from `rng` in torchvision's order:
+// crop box, then flip. The CPU and the GPU pipelines both take their crops from here.
+struct SamplePlan {
+  CropBox box;                     // train: in stored pixels; eval: in resized pixels
+  bool flip = false;
+  int resize_h = 0, resize_w = 0;  // eval: size after Resize
+};
+SamplePlan plan_sample(int height, int width, const ImageTransform& t, std::mt19937_64& rng);
+
+// Each sample's randomness: a generator seeded from (seed, epoch, sample index), so batches
+// are the same whatever the number of workers, and on the CPU and GPU pipelines alike.
+std::mt19937_64 sample_rng(uint64_t seed, int64_t epoch, int64_t sample);
+
 // Applies the transform: train = RandomResizedCrop + RandomHorizontalFlip(0.5); eval =
 // Resize + CenterCrop. Then to float CHW in [0,1] and Normalize. [3, size, size] float.
 torch::Tensor apply_transform(const Image& img, const ImageTransform& t, std::mt19937_64& rng);
 
 // PIL refuses images above 2 x Image.MAX_IMAGE_PIXELS (DecompressionBombError); so does ctrain.
 constexpr int64_t kDefaultMaxImagePixels = 2 * 89478485;
+
+// Refuses (as a bad image, naming `path`) a height x width image above `limit` pixels
+// (--max-image-pixels; 0: no limit).
+void check_image_pixels(const std::string& path, int64_t height, int64_t width, int64_t limit);
 
 struct DecodeOptions {
   bool reduced_decode = true;  // see LoaderOptions
@@ -71,10 +89,10 @@ struct DecodeOptions {
 // planned from it, a (reduced-scale) decode, crop, resize, flip, normalize into
 // out[3][t.size][t.size]. Any failure (corrupt data, a decoded size other than the planned
 // one, too many pixels, an allocation failure) is a ctrain::Error naming `path`. Returns the
-// JPEG scale reduction used (1: a full decode).
+// JPEG scale reduction used (1: a full decode); `plan`, if given, receives the sample's plan.
 int decode_and_transform(const std::string& bytes, const std::string& path,
                          const ImageTransform& t, const DecodeOptions& d, std::mt19937_64& rng,
-                         float* out);
+                         float* out, SamplePlan* plan = nullptr);
 
 struct LoaderOptions {
   int64_t batch_size = 4;
