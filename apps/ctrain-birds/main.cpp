@@ -8,9 +8,12 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <tuple>
+#include <utility>
 
 #include "apps/common/cli.h"
 #include "apps/common/models.h"
+#include "data/gpu_image_folder.h"
 #include "data/image_folder.h"
 #include "data/synthetic.h"
 #include "engine/checkpoint.h"
@@ -36,7 +39,23 @@ struct BirdsArgs {
   int64_t max_image_pixels = ctrain::data::kDefaultMaxImagePixels;
   int64_t synthetic = 0;   // --synthetic-data N: random images instead of --data-dir
   int channels_last = -1;  // --channels-last / --no-channels-last; -1: on for CUDA
+  std::string decode = "auto";  // --decode gpu|cpu|auto
 };
+
+// --decode: where the image folder's JPEGs are decoded and augmented. auto = the GPU pipeline
+// when training on CUDA and it can run here, else the CPU one. Returns (use GPU, why).
+std::pair<bool, std::string> choose_decoder(const BirdsArgs& a, const torch::Device& device) {
+  if (a.decode == "cpu") return {false, "--decode cpu"};
+  std::string why = ctrain::data::gpu_pipeline_unavailable(device);
+  if (why.empty() && a.cache_decoded) {
+    why = "--cache-decoded keeps decoded images in host memory, which the GPU pipeline does not";
+  }
+  if (a.decode == "gpu") {
+    if (!why.empty()) throw ctrain::ConfigError("--decode gpu: " + why, "use --decode cpu or --decode auto");
+    return {true, "--decode gpu"};
+  }
+  return {why.empty(), why.empty() ? "--decode auto: a CUDA device and libnvjpeg" : "--decode auto: " + why};
+}
 
 // --pretrained: a safetensors file (torchvision/timm names) or a ctrain checkpoint. The
 // classifier head is re-created when its class count differs.
@@ -61,7 +80,7 @@ void load_pretrained(const BirdsArgs& a, ctrain::models::ResNet& net, int64_t cl
 // The first validation batch: real images to check the exported model against LibTorch.
 torch::Tensor onnx_sample(ctrain::data::BatchSource& val) {
   val.start_epoch(0);
-  return val.next()->input;
+  return val.next()->input.to(torch::kCPU, torch::kFloat32).contiguous();  // a GPU pipeline's is on the device
 }
 
 std::string minutes_seconds(double s) {
@@ -110,6 +129,10 @@ int run(int argc, char** argv) {
   app.add_option("--max-image-pixels,--max_image_pixels", a.max_image_pixels,
                  "refuse images (or eval resizes) above this many pixels, as PIL does; 0: no limit");
   app.add_flag("--data-only,--data_only", a.data_only, "run only the input pipeline and print images/s");
+  app.add_option("--decode", a.decode,
+                 "where JPEGs are decoded and augmented: gpu (nvJPEG + one CUDA kernel), cpu (--workers "
+                 "threads), auto (gpu when the device is CUDA and libnvjpeg loads)")
+      ->check(CLI::IsMember({"gpu", "cpu", "auto"}));
   bool no_onnx = false;
   if (int code = ctrain::apps::add_common_flags_and_parse(app, cfg, dist, no_onnx, argc, argv); code >= 0) {
     return code;
@@ -151,6 +174,8 @@ int run(int argc, char** argv) {
   val_tf.mode = ctrain::data::Augment::kEval;
   val_tf.resize = a.image_size * 256 / 224;
   std::unique_ptr<ctrain::data::BatchSource> train_src, val_src;
+  bool gpu_decode = false;
+  std::string decode_why;
   int64_t n_train = a.synthetic, n_val = std::max<int64_t>(1, a.synthetic / 10);
   if (a.synthetic > 0) {
     const auto seed = static_cast<uint64_t>(cfg.seed);
@@ -171,25 +196,48 @@ int run(int argc, char** argv) {
     lo.seed = static_cast<uint64_t>(cfg.seed);
     n_train = static_cast<int64_t>(train_idx->samples.size());
     n_val = static_cast<int64_t>(val_idx->samples.size());
-    train_src = std::make_unique<ctrain::data::ImageFolderSource>(
-        std::move(*train_idx), train_tf,
-        ctrain::data::ShardSampler(n_train, rank, world, cfg.seed, /*shuffle=*/true), lo);
-    val_src = std::make_unique<ctrain::data::ImageFolderSource>(
-        std::move(*val_idx), val_tf,
-        ctrain::data::ShardSampler(n_val, rank, world, cfg.seed, /*shuffle=*/false, /*pad=*/false), lo);
+    ctrain::data::ShardSampler train_sampler(n_train, rank, world, cfg.seed, /*shuffle=*/true);
+    ctrain::data::ShardSampler val_sampler(n_val, rank, world, cfg.seed, /*shuffle=*/false, /*pad=*/false);
+    std::tie(gpu_decode, decode_why) = choose_decoder(a, rt.device);
+    if (gpu_decode) {  // batches arrive on the device in the step's layout and precision
+      // bf16 for the autocast step under --amp bf16; evaluation runs without autocast: float32.
+      const ctrain::data::GpuLoaderOptions train_go{cfg.channels_last, cfg.amp == "bf16"};
+      const ctrain::data::GpuLoaderOptions val_go{cfg.channels_last, false};
+      train_src = std::make_unique<ctrain::data::GpuImageFolderSource>(std::move(*train_idx), train_tf,
+                                                                       train_sampler, lo, train_go, rt.device);
+      val_src = std::make_unique<ctrain::data::GpuImageFolderSource>(std::move(*val_idx), val_tf, val_sampler,
+                                                                     lo, val_go, rt.device);
+    } else {
+      train_src = std::make_unique<ctrain::data::ImageFolderSource>(std::move(*train_idx), train_tf,
+                                                                    train_sampler, lo);
+      val_src = std::make_unique<ctrain::data::ImageFolderSource>(std::move(*val_idx), val_tf, val_sampler, lo);
+    }
   }
   ctrain::data::BatchSource& train_data = *train_src;
   ctrain::data::BatchSource& val_data = *val_src;
 
+  std::string input_line;  // where the images are decoded, and why: part of the banner
+  if (const auto* g = dynamic_cast<const ctrain::data::GpuImageFolderSource*>(train_src.get())) {
+    input_line = "; input: JPEGs decoded on " + rt.device.str() + " by nvJPEG (" +
+                 (g->hardware_decoder() ? "the hardware JPEG engine" : "CUDA: this GPU has no JPEG engine") +
+                 "), augmented in one kernel, " + std::to_string(a.workers) + " file-reading threads (" +
+                 decode_why + ")";
+  } else if (a.synthetic == 0) {
+    input_line = "; input: decoded and augmented on the CPU by " + std::to_string(a.workers) +
+                 " worker threads (" + decode_why + ")";
+  }
   if (a.data_only) {  // the diagnostic for starving GPUs: how fast is the input pipeline alone?
+    if (rt.is_rank0() && !input_line.empty()) std::printf("%s\n", input_line.c_str() + 2);  // "input: ..."
     for (int64_t e = 0; e < cfg.epochs; ++e) {
       const auto t0 = std::chrono::steady_clock::now();
       int64_t images = 0;
       train_data.start_epoch(e);
       while (auto b = train_data.next()) images += b->input.size(0);
+      if (rt.device.is_cuda()) torch::cuda::synchronize();  // GPU batches: count the work, not its launch
       const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("data-only epoch %lld: %lld images in %.2fs = %.1f images/s (%d workers)\n",
-                  static_cast<long long>(e), static_cast<long long>(images), s, images / s, a.workers);
+      std::printf("data-only epoch %lld: %lld images in %.2fs = %.1f images/s (%d workers%s)\n",
+                  static_cast<long long>(e), static_cast<long long>(images), s, images / s, a.workers,
+                  gpu_decode ? ", GPU decode" : "");
     }
     return 0;
   }
@@ -215,9 +263,9 @@ int run(int argc, char** argv) {
   if (rt.is_rank0()) {
     std::printf("ctrain-birds: %s, %lld classes (", a.arch.c_str(), static_cast<long long>(n_classes));
     for (size_t i = 0; i < classes.size(); ++i) std::printf("%s%s", i ? ", " : "", classes[i].c_str());
-    std::printf("), %lld train / %lld val %simages, device %s%s\n", static_cast<long long>(n_train),
+    std::printf("), %lld train / %lld val %simages, device %s%s%s\n", static_cast<long long>(n_train),
                 static_cast<long long>(n_val), a.synthetic > 0 ? "synthetic " : "", rt.device.str().c_str(),
-                cfg.channels_last ? ", channels-last" : "");
+                cfg.channels_last ? ", channels-last" : "", input_line.c_str());
     if (rt.launch.is_distributed()) {
       std::printf("distributed: %s, %s\n", rt.launch.describe().c_str(), rt.pg ? rt.pg->transport().c_str() : "");
     }
@@ -229,9 +277,17 @@ int run(int argc, char** argv) {
     std::printf("Best val Acc: %.4f\n", r.best_val_acc);
     if (!no_onnx) ctrain::apps::export_final_model(model, cfg.output_dir, onnx_sample(val_data));
     ctrain::apps::write_run_report(cfg.output_dir);
-    const auto* tf = dynamic_cast<const ctrain::data::ImageFolderSource*>(train_src.get());
-    const auto* vf = dynamic_cast<const ctrain::data::ImageFolderSource*>(val_src.get());
-    const int64_t bad = (tf ? tf->bad_images() : 0) + (vf ? vf->bad_images() : 0);
+    int64_t bad = 0;
+    for (const auto* src : {train_src.get(), val_src.get()}) {
+      if (const auto* f = dynamic_cast<const ctrain::data::ImageFolderSource*>(src)) bad += f->bad_images();
+      if (const auto* g = dynamic_cast<const ctrain::data::GpuImageFolderSource*>(src)) {
+        const auto c = g->counts();
+        bad += c.bad;
+        std::printf("GPU decode (%s): %lld by the JPEG engine, %lld by CUDA, %lld on the CPU\n",
+                    src == train_src.get() ? "train" : "val", static_cast<long long>(c.hardware),
+                    static_cast<long long>(c.cuda), static_cast<long long>(c.cpu));
+      }
+    }
     if (bad > 0) std::printf("skipped unreadable images: %lld\n", static_cast<long long>(bad));
   }
   return 0;

@@ -213,4 +213,21 @@ TEST_F(BirdsCliTest, DataOnlyReportsThroughput) {
   EXPECT_NE(r.output.find("data-only epoch 0: 32 images"), std::string::npos) << r.output;
 }
 
+// --decode: the run says once where its images are decoded and why; the GPU pipeline asked
+// for where it cannot run is a usage error with the reason, before anything is written.
+TEST_F(BirdsCliTest, DecodeChoiceIsSaidAndAnImpossibleOneRefused) {
+  auto r = run_command(birds("--epochs 1 --data-only --device cpu"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("input: decoded and augmented on the CPU by 2 worker threads (--decode auto: the device "
+                          "is cpu, not CUDA)"),
+            std::string::npos)
+      << r.output;
+  r = run_command(birds("--epochs 1 --data-only --device cpu --decode cpu"));
+  EXPECT_NE(r.output.find("(--decode cpu)"), std::string::npos) << r.output;
+  r = run_command(birds("--epochs 1 --device cpu --decode gpu --output-dir " + (out_ / "o")));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("--decode gpu: "), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out_ / "o"));
+}
+
 }  // namespace

@@ -86,6 +86,7 @@ std::vector<BadFlag> table() {
   add(ints("ctrain-birds", "--image-size", "8"));
   add(ints("ctrain-birds", "--max-image-pixels", "-1"));  // 0: no limit
   add(choice("ctrain-birds", "--arch"));
+  add(choice("ctrain-birds", "--decode"));
   add(ints("ctrain-birds", "--synthetic-data", "-1"));  // 0: read --data-dir
   for (const char* f : {"--freeze-backbone", "--skip-bad-images", "--cache-decoded", "--full-decode",
                         "--data-only", "--channels-last", "--no-channels-last"}) {
