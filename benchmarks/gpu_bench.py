@@ -10,11 +10,25 @@ in images/s against PyTorch eager (benchmarks/gpu_peers.py). ctrain's figures ar
 metrics.jsonl (epochs after the first, timed after the epoch's host sync); the peers time
 their loops after warm-up. Medians over the repeats. --compile adds torch.compile peers.
 
+JPEG input (benchmarks/jpeg_peers.py; --no-jpeg leaves it out): a folder of camera-like
+1024x768 JPEGs (2,048 train, 256 val; generated in a temporary folder, or --jpeg-dir DIR, made
+there once and reused). Row "JPEG input pipeline, batch 256": ctrain-birds --data-only --decode
+gpu (8 file-reading threads, 3 epochs, median of the epochs after the first, from its
+"data-only epoch" lines) against torchvision's nvJPEG peer (batched decode_jpeg on the GPU, GPU
+crop/resize/flip/normalize) and the tutorial's DataLoader with 16 worker processes; ratio =
+ctrain's images/s over the peer's. Row "ResNet-18 on JPEG files vs synthetic": ctrain-birds
+training resnet18 (batch 256, bf16, channels-last, 2 epochs, --decode gpu) on the folder against
+the same on --synthetic-data 2048; ratio = JPEG over synthetic images/s (the input pipeline keeps
+the GPU fed when it is near 1).
+
 --dry-run runs every row's commands on the CPU at toy sizes (2 epochs, 64-pixel images,
 batch 2, CUDA-graph peers skipped) so scripts/node-check.sh --dry-run, and with it the test
 suite, checks that the node run's commands still parse and run; its figures mean nothing and
-the JSON says so ("dry_run": true)."""
-import argparse, datetime, json, os, statistics, subprocess, sys, tempfile
+the JSON says so ("dry_run": true). In the dry run the JPEG folder is a toy one (64 train, 16
+val, 128x96), both Python JPEG peers run on the CPU (batch 16, 2 workers, 64-pixel crops), the
+ResNet-18 synthetic run too, and the ctrain JPEG runs are skipped (the CPU lane's ctrain-birds
+has neither CUDA nor a CPU JPEG decoder); the row says why under "skipped"."""
+import argparse, datetime, json, os, statistics, subprocess, sys, tempfile, time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -70,6 +84,47 @@ def peer(args):
     return json_lines(run([sys.executable, os.path.join(HERE, "gpu_peers.py")] + args))
 
 
+def jpeg_peer(args):
+    return json_lines(run([sys.executable, os.path.join(HERE, "jpeg_peers.py")] + args))
+
+
+def data_only_rates(text):
+    """images/s of each "data-only epoch N: ... = X images/s (...)" line of ctrain-birds --data-only."""
+    rates = []
+    for line in text.splitlines():
+        if line.startswith("data-only epoch ") and " images/s" in line:
+            rates.append(float(line.split(" = ", 1)[1].split(" images/s", 1)[0]))
+    return rates
+
+
+# The JPEG rows (images/s): title -> (the figure the ratios divide, its peers). Their "who" keys
+# name the measured runs themselves; in the JSON, "ratio_of" names the numerator.
+JPEG_ROWS = {
+    "JPEG input pipeline, batch 256": ("jpeg-pipeline ctrain gpu", ["jpeg-pipeline torchvision nvjpeg",
+                                                                   "jpeg-pipeline dataloader 16 workers"]),
+    "ResNet-18 on JPEG files vs synthetic, batch 256, bf16, channels-last": ("resnet18 jpeg bf16 cl",
+                                                                             ["resnet18 synthetic bf16 cl"]),
+}
+JPEG_DRY_SKIP = "dry run: ctrain-birds here has neither CUDA nor a CPU JPEG decoder"
+
+
+def jpeg_folder(a, tmp, dry):
+    """The JPEG folder: --jpeg-dir when it has train/ (reused), else generated there or in tmp."""
+    sys.path.insert(0, HERE)
+    from jpeg_peers import make_folder
+    root = a.jpeg_dir or os.path.join(tmp, "jpegs")
+    if os.path.isdir(os.path.join(root, "train")):
+        print(f"gpu_bench: JPEG folder {root} (reused)", file=sys.stderr, flush=True)
+        return root
+    if dry:
+        r = make_folder(root, 64, 16, height=96, width=128, workers=2)
+    else:
+        r = make_folder(root, 2048, 256, height=768, width=1024)
+    print(f"gpu_bench: JPEG folder {root}: {r['files']} files, {r['bytes'] / r['files'] / 1024:.0f} KB each, "
+          f"made in {r['seconds']:.1f}s", file=sys.stderr, flush=True)
+    return root
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--bin", default="build-node/bin")
@@ -78,17 +133,24 @@ def main():
     p.add_argument("--compile", action="store_true", help="also torch.compile peers (minutes of compiling)")
     p.add_argument("--json", help="write the rows here too")
     p.add_argument("--dry-run", action="store_true", help="the same commands on the CPU at toy sizes")
+    p.add_argument("--jpeg-dir", help="the JPEG rows' folder: reused when it has train/, else made there")
+    p.add_argument("--no-jpeg", action="store_true", help="leave out the JPEG input rows")
     a = p.parse_args()
     if not a.data_folder:
         sys.exit("gpu_bench: --data-folder (or FASHION_MNIST_DIR) is required")
     dry = a.dry_run
     device = "cpu" if dry else "cuda"
     mnist, birds = os.path.join(a.bin, "ctrain-mnist"), os.path.join(a.bin, "ctrain-birds")
-    rows = {}
+    rows, skipped = {}, {}
 
     def add(name, key, value):
         rows.setdefault(name, {}).setdefault(key, []).append(value)
         print(json.dumps({"row": name, "who": key, "value": value}), flush=True)  # survives a cut-off run
+
+    def skip(name, key, why):
+        if key not in skipped.setdefault(name, {}):
+            skipped[name][key] = why
+            print(f"gpu_bench: skipped {key}: {why}", flush=True)
 
     # (title, ctrain-birds flags, synthetic images per epoch, gpu_peers.py resnet flags)
     resnets = [("ResNet-50, batch 256, bf16, channels-last", ["--arch", "resnet50", "--batch-size", "256",
@@ -107,10 +169,14 @@ def main():
                    for t, c, _, pa in resnets]
     epochs = "2" if dry else "3"
     mnist_peers = ("mnist-eager",) if dry else ("mnist-eager", "mnist-graph")  # graphs: CUDA only
+    # The JPEG runs: ctrain-birds --data-only and training (GPU decode), the Python peers.
+    jb, jw, jsize = ("16", "2", "64") if dry else ("256", "16", "224")
+    jepochs = "2" if dry else "3"  # the first warms up
     with tempfile.TemporaryDirectory() as tmp:
         if dry:
             toy_mnist(a.data_folder, os.path.join(tmp, "mnist"))
             a.data_folder = os.path.join(tmp, "mnist")
+        jdir = None if a.no_jpeg else jpeg_folder(a, tmp, dry)
         for rep in range(a.repeats):
             name = "MNIST DNN, batch 64 (s/epoch)"
             m = ctrain_metrics([mnist, "--data-folder", a.data_folder, "--device", device, "--epochs", epochs], tmp)
@@ -130,6 +196,34 @@ def main():
                 add(title, "eager", statistics.median(x["images_per_sec"] for x in peer(["resnet", "--device", device] + pargs)))
                 if a.compile and "batch 256" in title and not dry:
                     add(title, "compile", statistics.median(x["images_per_sec"] for x in peer(["resnet", "--compile"] + pargs)))
+            if jdir:
+                t_jpeg = time.perf_counter()
+                title = "JPEG input pipeline, batch 256"
+                if dry:
+                    skip(title, "jpeg-pipeline ctrain gpu", JPEG_DRY_SKIP)
+                else:
+                    out = run([birds, "--data-dir", jdir, "--data-only", "--decode", "gpu", "--device", device,
+                               "--batch-size", "256", "--workers", "8", "--epochs", "3",
+                               "--output-dir", os.path.join(tmp, "o")])
+                    rates = data_only_rates(out)[1:]  # the first epoch warms up (nvJPEG, allocator)
+                    if not rates:
+                        sys.exit(f"gpu_bench: ctrain-birds --data-only printed no data-only epochs after the first:\n{out[-3000:]}")
+                    add(title, "jpeg-pipeline ctrain gpu", statistics.median(rates))
+                common = ["--root", jdir, "--device", device, "--batch-size", jb, "--image-size", jsize, "--epochs", jepochs]
+                add(title, "jpeg-pipeline torchvision nvjpeg", jpeg_peer(["nvjpeg"] + common)[-1]["images_per_sec"])
+                add(title, "jpeg-pipeline dataloader 16 workers",
+                    jpeg_peer(["dataloader", "--workers", jw] + common)[-1]["images_per_sec"])
+                title = "ResNet-18 on JPEG files vs synthetic, batch 256, bf16, channels-last"
+                train = ["--device", device, "--arch", "resnet18", "--batch-size", jb, "--image-size", jsize,
+                         "--amp", "bf16", "--channels-last", "--epochs", "2", "--checkpoint-every", "0"]
+                if dry:
+                    skip(title, "resnet18 jpeg bf16 cl", JPEG_DRY_SKIP)
+                else:
+                    m = ctrain_metrics([birds, "--data-dir", jdir, "--decode", "gpu", "--workers", "8"] + train, tmp)
+                    add(title, "resnet18 jpeg bf16 cl", statistics.median(e["samples_per_sec"] for e in m))
+                m = ctrain_metrics([birds, "--synthetic-data", "32" if dry else "2048"] + train, tmp)
+                add(title, "resnet18 synthetic bf16 cl", statistics.median(e["samples_per_sec"] for e in m))
+                print(f"JPEG rows: {time.perf_counter() - t_jpeg:.0f}s", file=sys.stderr, flush=True)
             print(f"repeat {rep + 1}/{a.repeats} done", file=sys.stderr, flush=True)
     probe = ("import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu (dry run)');"
              "print(torch.__version__)")
@@ -140,8 +234,10 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     summary = {}
     for name, r in rows.items():
+        if name in JPEG_ROWS:
+            continue
         med = {k: statistics.median(v) for k, v in r.items()}
-        summary[name] = {"median": med, "all": r}
+        summary[name] = {"median": med, "all": r, "unit": "s/epoch" if name.startswith("MNIST") else "images/s"}
         # ratio: ctrain's time over the peer's for MNIST (lower is better), ctrain's images/s
         # over the peer's for ResNet (higher is better)
         summary[name]["ratio"] = {k: med["ctrain"] / v for k, v in med.items() if k != "ctrain"}
@@ -157,6 +253,27 @@ def main():
             comp = med.get("compile")
             extra = f"| {comp:.0f} | {c / comp:.2f}x |" if comp else "| not run | |"
             print(f"| {name} (images/s) | {c0:.0f} | {cg:.0f} | {e:.0f} | {c / e:.2f}x {extra}")
+    jpeg_lines = []
+    for name in JPEG_ROWS:
+        if name not in rows and name not in skipped:
+            continue
+        r = rows.get(name, {})
+        ref, peers = JPEG_ROWS[name]
+        med = {k: statistics.median(v) for k, v in r.items()}
+        summary[name] = {"median": med, "all": r, "unit": "images/s",
+                         "ratio": {k: med[ref] / med[k] for k in peers if ref in med and k in med},
+                         "ratio_of": ref}
+        if name in skipped:
+            summary[name]["skipped"] = skipped[name]
+        c = f"{med[ref]:.0f}" if ref in med else "skipped"
+        for k in peers:
+            v = f"{med[k]:.0f}" if k in med else "skipped"
+            ratio = f"{summary[name]['ratio'][k]:.2f}x" if k in summary[name]["ratio"] else ""
+            jpeg_lines.append(f"| {name} (images/s) | {ref}: {c} | {k}: {v} | {ratio} |")
+    if jpeg_lines:
+        print("\n| workload | ctrain | peer | ratio |")
+        print("| --- | --- | --- | --- |")
+        print("\n".join(jpeg_lines))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": dev, "pytorch": torch_version, "dry_run": dry,

@@ -70,13 +70,15 @@ if [ $dry -eq 1 ]; then
   step "configure (dry run: configure only, in $out/configure-check)"
   cmake -S "$root" -B "$out/configure-check" -DCTRAIN_BUILD_TESTS=OFF -DCTRAIN_WITH_OPENCV=OFF "${configure[@]}" \
     >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; fail "configure" 1; }
-  grep -A12 "ctrain configuration" "$out/configure.log"
+  grep -A14 "ctrain configuration" "$out/configure.log"
   [ -x "$build/bin/ctrain-mnist" ] || fail "--build-dir $build has no bin/ctrain-mnist (build it first: make test-torch2)" 1
 else
   build=${build:-$root/build-node}
   step "configure and build in $build ($nproc_ jobs)"
   cmake -S "$root" -B "$build" "${configure[@]}" >"$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; fail "configure" 1; }
-  grep -A12 "ctrain configuration" "$out/configure.log"
+  grep -A14 "ctrain configuration" "$out/configure.log"
+  grep -q "GPU image pipeline (--decode gpu): on" "$out/configure.log" ||
+    echo "node-check: WARNING: the GPU image pipeline is off in this build (see the line above): its tests and benchmark rows will be missing"
   cmake --build "$build" -j "$nproc_" >"$out/build.log" 2>&1 || { grep -B2 -A10 "error" "$out/build.log" | head -80; fail "build" 1; }
   echo "built: $(ls "$build/bin" | tr '\n' ' ')"
 fi
