@@ -1,7 +1,8 @@
 // ctrain-launch: torchrun's interface for any program (ctrain's trainers among them).
 //
 //   ctrain-launch --nproc-per-node N [--nnodes M --node-rank K --master-addr A
-//                 --master-port P] [--rdzv-id ID] [--max-restarts R] PROGRAM ARGS...
+//                 --master-port P [--agent-port Q --join-timeout S --node-timeout S]]
+//                 [--rdzv-id ID] [--max-restarts R] PROGRAM ARGS...
 //
 // Spawns N processes with torchrun's variables (RANK, LOCAL_RANK, WORLD_SIZE,
 // LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR, MASTER_PORT, TORCHELASTIC_RUN_ID,
@@ -10,6 +11,8 @@
 // stops the others. --max-restarts R restarts the whole group up to R times (the trainers
 // see TORCHELASTIC_RESTART_COUNT > 0 and resume from their newest checkpoint). Exit code: 0
 // only if every rank succeeded, else the first failing rank's code (128+signal if killed).
+// Across nodes the launchers meet and watch each other over distributed/node_agent.h: a rank
+// failing or a node lost on one node stops every node within seconds.
 //
 // Written by hand: process supervision with pipes and signals is a few hundred lines of POSIX
 // that no C++ library in Debian packages for this purpose.
@@ -29,8 +32,12 @@
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <memory>
 #include <thread>
 #include <vector>
+
+#include "core/error.h"
+#include "distributed/node_agent.h"
 
 namespace {
 
@@ -52,6 +59,9 @@ struct Options {
   std::string master_addr = "127.0.0.1";
   std::string run_id;  // --rdzv-id; default: unique per launch on one node, "none" (torchrun's) across nodes
   double grace_s = 5.0;
+  int agent_port = 0;           // --agent-port; 0: --master-port + 1
+  double join_timeout_s = 600;  // --join-timeout
+  double node_timeout_s = 30;   // --node-timeout
   std::vector<std::string> command;
 };
 
@@ -165,14 +175,21 @@ std::vector<size_t> reap(std::vector<Child>& cs) {
   return failed;
 }
 
-// Runs one attempt of the group; returns 0 or the first failing rank's exit code.
-int run_group(const Options& o, int attempt) {
+// Runs one attempt of the group; returns 0 or the first failing rank's exit code (1 when the
+// ranks were stopped because another node failed or was lost). With several nodes, `agent`
+// carries this node's failure to the others and theirs to this one.
+int run_group(const Options& o, int attempt, ctrain::distributed::NodeAgent* agent) {
   std::vector<Child> cs;
   for (int i = 0; i < o.nproc; ++i) cs.push_back(spawn(o, i, attempt));
   int first_failure = 0;
   bool stopping = false;
   auto stop_deadline = std::chrono::steady_clock::time_point::max();
   int forwarded = 0;
+  auto stop_ranks = [&] {
+    signal_all(cs, SIGTERM);
+    stopping = true;
+    stop_deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(o.grace_s * 1000));
+  };
   for (;;) {
     std::vector<pollfd> fds;
     for (auto& c : cs) {
@@ -187,6 +204,7 @@ int run_group(const Options& o, int attempt) {
       signal_all(cs, forwarded);
       stopping = true;
       if (first_failure == 0) first_failure = 128 + forwarded;
+      if (agent) agent->report_failure("its launcher got signal " + std::to_string(forwarded));
       stop_deadline = std::chrono::steady_clock::now() +
                       std::chrono::milliseconds(static_cast<int64_t>(o.grace_s * 1000));
     }
@@ -198,10 +216,18 @@ int run_group(const Options& o, int attempt) {
         std::fprintf(stderr, "ctrain-launch: rank %d exited with code %d%s\n", cs[i].rank, cs[i].exit_code,
                      i == failed.front() ? "; stopping the other ranks" : "");
       }
-      signal_all(cs, SIGTERM);
-      stopping = true;
-      stop_deadline = std::chrono::steady_clock::now() +
-                      std::chrono::milliseconds(static_cast<int64_t>(o.grace_s * 1000));
+      if (agent) {
+        agent->report_failure("rank " + std::to_string(cs[failed.front()].rank) + " exited with code " +
+                              std::to_string(first_failure));
+      }
+      stop_ranks();
+    }
+    if (agent && !stopping) {
+      if (const std::string why = agent->poll(); !why.empty()) {
+        std::fprintf(stderr, "ctrain-launch: %s; stopping the ranks of node %d\n", why.c_str(), o.node_rank);
+        first_failure = 1;
+        stop_ranks();
+      }
     }
     if (stopping && std::chrono::steady_clock::now() > stop_deadline) {
       signal_all(cs, SIGKILL);
@@ -216,6 +242,12 @@ int run_group(const Options& o, int attempt) {
   }
   for (auto& c : cs) {
     if (c.out_fd >= 0) ::close(c.out_fd);
+  }
+  if (agent && first_failure == 0) {  // this node's ranks succeeded: did every node's?
+    if (const std::string why = agent->finish([] { return g_signal != 0; }); !why.empty()) {
+      std::fprintf(stderr, "ctrain-launch: %s\n", why.c_str());
+      return 1;
+    }
   }
   return first_failure;
 }
@@ -241,6 +273,21 @@ int main(int argc, char** argv) {
   app.add_option("--max-restarts,--max_restarts", o.max_restarts,
                  "restart the whole group up to R times after a failure")
       ->check(CLI::NonNegativeNumber);
+  auto finite_seconds = [](const std::string& v) {  // CLI11's PositiveNumber lets inf through
+    char* end = nullptr;
+    const double d = std::strtod(v.c_str(), &end);
+    return end != v.c_str() && *end == '\0' && std::isfinite(d) && d > 0 ? std::string()
+                                                                       : std::string("must be a finite number of seconds > 0");
+  };
+  app.add_option("--agent-port,--agent_port", o.agent_port,
+                 "with --nnodes > 1: the port node 0's launcher listens on for the others' (default: --master-port + 1)")
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--join-timeout,--join_timeout", o.join_timeout_s,
+                 "with --nnodes > 1: seconds to wait for every node's launcher before giving up, naming the missing")
+      ->check(finite_seconds);
+  app.add_option("--node-timeout,--node_timeout", o.node_timeout_s,
+                 "with --nnodes > 1: seconds of silence after which a node counts as lost and every node stops")
+      ->check(finite_seconds);
   app.add_option("--stop-grace,--stop_grace", o.grace_s,
                  "seconds between SIGTERM and SIGKILL when stopping ranks")
       ->check([](const std::string& v) {  // CLI11's NonNegativeNumber lets nan and inf through
@@ -274,23 +321,47 @@ int main(int argc, char** argv) {
   sa.sa_handler = on_signal;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  // Several nodes: the launchers meet before each round and tell each other of failures.
+  std::unique_ptr<ctrain::distributed::NodeAgent> agent;
+  ctrain::distributed::AgentOptions ao;
+  if (o.nnodes > 1) {
+    ao.nnodes = o.nnodes;
+    ao.node_rank = o.node_rank;
+    ao.master_addr = o.master_addr;
+    ao.port = o.agent_port > 0 ? o.agent_port : o.master_port + 1;
+    ao.run_id = o.run_id;
+    ao.join_timeout_s = o.join_timeout_s;
+    ao.node_timeout_s = o.node_timeout_s;
+  }
+  const auto stop = [] { return g_signal != 0; };
+  int round = 0;
   for (int attempt = 0;; ++attempt) {
     int code;
     try {
-      code = run_group(o, attempt);
+      if (o.nnodes > 1) {
+        if (!agent) agent = std::make_unique<ctrain::distributed::NodeAgent>(ao);
+        round = agent->rendezvous(round, stop);
+        std::fprintf(stderr, "ctrain-launch: all %d nodes joined (round %d); starting %d rank(s) on node %d\n",
+                     o.nnodes, round, o.nproc, o.node_rank);
+      } else {
+        round = attempt;
+      }
+      code = run_group(o, round, agent.get());
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "ctrain-launch: error: %s\n", e.what());
+      std::fprintf(stderr, "%s%s\n", dynamic_cast<const ctrain::Error*>(&e) ? "" : "ctrain-launch: error: ", e.what());
       return 1;
     }
     if (code == 0) return 0;
     if (g_signal != 0) return 128 + g_signal;
+    if (agent) agent->end_round();
     if (attempt >= o.max_restarts) {
       if (o.max_restarts > 0) {
         std::fprintf(stderr, "ctrain-launch: giving up after %d restarts\n", o.max_restarts);
       }
       return code;
     }
-    std::fprintf(stderr, "ctrain-launch: restarting the group (restart %d of %d)\n", attempt + 1,
-                 o.max_restarts);
+    ++round;
+    std::fprintf(stderr, "ctrain-launch: restarting the group (restart %d of %d)%s\n", attempt + 1, o.max_restarts,
+                 o.nnodes > 1 ? ", once every node has joined again" : "");
   }
 }

@@ -139,6 +139,9 @@ std::vector<BadFlag> table() {
   add(ints("ctrain-launch", "--master-port", "70000"));
   add(ints("ctrain-launch", "--max-restarts", "-1"));
   add(floats("ctrain-launch", "--stop-grace", "-1"));
+  add(ints("ctrain-launch", "--agent-port", "0"));
+  add(floats("ctrain-launch", "--join-timeout", "0"));
+  add(floats("ctrain-launch", "--node-timeout", "-1"));
   add({{"ctrain-launch", "--master-addr", "''", 2, "--master-addr", ""},
        {"ctrain-launch", "--rdzv-id", "''", 2, "--rdzv-id", ""}});
   return t;

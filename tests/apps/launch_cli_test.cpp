@@ -20,6 +20,20 @@ namespace fs = std::filesystem;
 
 std::string launch(int nproc, const std::string& rest) { return ctrain::testing::launch_cmd(nproc, rest); }
 
+// `nnodes` launchers of `nproc` ranks each on this host, as the nodes of one job (they meet over
+// the launchers' channel on a shared port), run together: their outputs together.
+std::string all_nodes(int nnodes, int nproc, const std::string& rest) {
+  const int port = ctrain::testing::free_port(), agent_port = ctrain::testing::free_port();
+  std::string cmd;
+  for (int n = 0; n < nnodes; ++n) {
+    cmd += ctrain::testing::bin("ctrain-launch") + " --nproc-per-node " + std::to_string(nproc) + " --nnodes " +
+           std::to_string(nnodes) + " --node-rank " + std::to_string(n) + " --master-port " + std::to_string(port) +
+           " --agent-port " + std::to_string(agent_port) + " --join-timeout 60 " + rest +
+           (n + 1 < nnodes ? " & " : "; wait");
+  }
+  return cmd;
+}
+
 TEST(LaunchTest, SetsTorchrunVariablesAndPrefixesOutput) {
   const auto r = run_command(launch(2, "sh -c 'echo \"$RANK/$WORLD_SIZE/$LOCAL_RANK/$LOCAL_WORLD_SIZE/$MASTER_ADDR/$TORCHELASTIC_RESTART_COUNT\"'"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -44,14 +58,16 @@ TEST(LaunchTest, EveryRankOfALaunchSharesOneRunIdThatNoOtherLaunchHas) {
   EXPECT_EQ(ia[0], ia[1]);
   EXPECT_NE(ia[0], ib[0]);
   // Across nodes the id must be given (or be torchrun's default) so that every node agrees.
-  EXPECT_NE(run_command(launch(1, "--nnodes 2 " + echo)).output.find("id=none"), std::string::npos);
+  EXPECT_NE(run_command(all_nodes(2, 1, echo)).output.find("id=none"), std::string::npos);
   EXPECT_NE(run_command(launch(1, "--rdzv-id exp7 " + echo)).output.find("id=exp7"), std::string::npos);
 }
 
 TEST(LaunchTest, MultiNodeRanks) {
-  const auto r = run_command(launch(2, "--nnodes 3 --node-rank 2 sh -c 'echo \"r=$RANK w=$WORLD_SIZE g=$GROUP_RANK\"'"));
+  const auto r = run_command(all_nodes(3, 2, "sh -c 'echo \"r=$RANK w=$WORLD_SIZE g=$GROUP_RANK\"'"));
   EXPECT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("[rank 5] r=5 w=6 g=2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("[rank 0] r=0 w=6 g=0"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("all 3 nodes joined (round 0)"), std::string::npos) << r.output;
 }
 
 TEST(LaunchTest, AFailingRankStopsTheOthersAndSetsTheExitCode) {

@@ -3,7 +3,11 @@
 // namespaces cannot be made (not root, no CAP_SYS_ADMIN, no iproute2) the tests are skipped
 // with the reason.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
 
 #include <string>
 #include <vector>
@@ -49,7 +53,27 @@ class Hosts {
     for (const auto& ns : names_) run_command("ip netns del " + ns + " 2>/dev/null");
   }
   const std::string& why_not() const { return why_not_; }
+  // Takes host i's link to host 0 down (both ends), or brings it back with its routes (a link
+  // going down drops the routes through it).
+  void cut(int i) const {
+    run_command("ip -n " + names_[0] + " link set " + veth('a', i) + " down; ip -n " + names_[i] + " link set " +
+                veth('b', i) + " down");
+  }
+  void restore(int i) const {
+    run_command("ip -n " + names_[0] + " link set " + veth('a', i) + " up; ip -n " + names_[i] + " link set " +
+                veth('b', i) + " up; ip -n " + names_[0] + " route replace " + address(i) + "/32 dev " + veth('a', i) +
+                "; ip -n " + names_[i] + " route replace " + address(0) + "/32 dev " + veth('b', i));
+  }
+  // `tc netem` on both ends of host i's link (e.g. "delay 50ms loss 1%"); "" when done, else why
+  // not (the kernel's sch_netem may be missing).
+  std::string netem(int i, const std::string& spec) const {
+    const auto r = run_command("ip netns exec " + names_[0] + " tc qdisc add dev " + veth('a', i) + " root netem " +
+                               spec + " && ip netns exec " + names_[i] + " tc qdisc add dev " + veth('b', i) +
+                               " root netem " + spec);
+    return r.exit_code == 0 ? "" : "tc netem is not available here: " + r.output;
+  }
   static std::string address(int i) { return "10.77.0." + std::to_string(i + 1); }
+  std::string veth(char end, int i) const { return "ct" + std::to_string(::getpid()) + end + std::to_string(i); }
   // `cmd` run on host i, without the interface variables a user may have set.
   std::string on(int i, const std::string& cmd) const {
     return "ip netns exec " + names_[static_cast<size_t>(i)] + " env -u GLOO_SOCKET_IFNAME -u NCCL_SOCKET_IFNAME " + cmd;
@@ -65,10 +89,22 @@ class MultiNodeTest : public ctrain::testing::SyntheticMnistSuite {
   std::string mnist(const std::string& args) const {
     return mnist_on_data("--device cpu --learning-rate 0.05 --momentum 0.5 --epochs 2 " + args);
   }
-  std::string node(int rank, int nnodes, const std::string& mnist_args) const {
+  // `launcher` (ctrain-launch options of this node) then ctrain-mnist with `mnist_args`.
+  std::string node(int rank, int nnodes, const std::string& mnist_args, const std::string& launcher = "") const {
     return bin("ctrain-launch") + " --nnodes " + std::to_string(nnodes) + " --node-rank " + std::to_string(rank) +
-           " --nproc-per-node 1 --master-addr " + Hosts::address(0) + " --master-port 29517 " +
+           " --nproc-per-node 1 --master-addr " + Hosts::address(0) + " --master-port 29517 " + launcher + " " +
            mnist("--batch-size 32 " + mnist_args);
+  }
+  // The exit code of `pid` if it ends within `seconds`, else -1 (and it is killed).
+  static int exit_within(pid_t pid, double seconds) {
+    int status = 0;
+    const bool ended = ctrain::testing::poll_until([&] { return ::waitpid(pid, &status, WNOHANG) == pid; }, seconds);
+    if (!ended) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -1;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   }
 };
 
@@ -98,6 +134,160 @@ TEST_F(MultiNodeTest, TwoHostsFindTheirInterfaceAndEqualAOneHostRun) {
   const auto other = run_command(mnist("--batch-size 32 --output-dir " + (out_ / "other")));  // global batch 32
   ASSERT_EQ(other.exit_code, 0) << other.output;
   EXPECT_GT(max_abs_diff(ctrain::testing::mlp_params(out_ / "other/model.pt"), two), 1e-3);
+}
+
+// A rank dying on node 1 stops node 0 within seconds, through the launchers' channel: node 0's
+// rank would otherwise wait in its collective for --dist-timeout (600 s here).
+TEST_F(MultiNodeTest, ARankFailingOnOneNodeStopsTheOtherNamingIt) {
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const std::string log0 = out_ / "node0.log", log1 = out_ / "node1.log";
+  const std::string args = "--epochs 400 --dist-timeout 600 --no-onnx --output-dir " + (out_ / "o");
+  const pid_t n0 = spawn_command(hosts.on(0, node(0, 2, args)), log0);
+  const pid_t n1 = spawn_command(hosts.on(1, "CTRAIN_FAULT_AT=kill:1:3:1 " + node(1, 2, args)), log1);
+  const int rc1 = exit_within(n1, 120);
+  const int rc0 = exit_within(n0, 60);
+  const std::string text0 = read_text(log0), text1 = read_text(log1);
+  EXPECT_EQ(rc1, 128 + SIGKILL) << text1;
+  ASSERT_NE(rc0, -1) << "node 0 still ran 60 s after node 1 ended\n" << text0;
+  EXPECT_NE(rc0, 0) << text0;
+  EXPECT_NE(text0.find("node 1 (" + Hosts::address(1) + "): rank 1 exited with code 137"), std::string::npos) << text0;
+}
+
+// Node 1's launcher SIGKILLed alone: its rank dies with it, and node 0 learns at once (the
+// connection closes) and stops, naming the lost node.
+TEST_F(MultiNodeTest, ALauncherKilledAloneStopsEveryNodeNamingIt) {
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const std::string log0 = out_ / "node0.log", log1 = out_ / "node1.log";
+  const std::string args = "--epochs 400 --dist-timeout 600 --no-onnx --output-dir " + (out_ / "o");
+  const pid_t n0 = spawn_command(hosts.on(0, node(0, 2, args)), log0);
+  // --log-interval 7 marks node 1's rank among the machine's processes (namespaces share PIDs).
+  const pid_t n1 = spawn_command(hosts.on(1, node(1, 2, args + " --log-interval 7")), log1);
+  ASSERT_TRUE(ctrain::testing::poll_until([&] { return ctrain::testing::count_lines(out_ / "o/metrics.jsonl") >= 1; }))
+      << read_text(log0);
+  ::kill(n1, SIGKILL);
+  EXPECT_EQ(wait_exit(n1), 128 + SIGKILL);
+  const int rc0 = exit_within(n0, 60);
+  const std::string text0 = read_text(log0);
+  ASSERT_NE(rc0, -1) << "node 0 still ran 60 s after node 1's launcher was killed\n" << text0;
+  EXPECT_NE(rc0, 0) << text0;
+  EXPECT_NE(text0.find("node 1 (" + Hosts::address(1) + ") is lost: its launcher's connection closed"),
+            std::string::npos)
+      << text0;
+  // No rank of node 1 is left ("[t]": the pattern does not match the shell running pgrep).
+  EXPECT_TRUE(ctrain::testing::poll_until(
+      [&] { return run_command("pgrep -f 'ctrain-mnis[t] .*--log-interval 7'").exit_code != 0; }, 10));
+}
+
+// A node that never comes is named after --join-timeout, before any rank starts.
+TEST_F(MultiNodeTest, ANodeThatNeverJoinsIsNamed) {
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const auto r = run_command(hosts.on(0, node(0, 2, "--output-dir " + (out_ / "o"), "--join-timeout 2")));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("node 1 did not join within --join-timeout 2 s"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("[rank 0]"), std::string::npos) << r.output;  // no rank was started
+}
+
+// --max-restarts across nodes: node 1's launcher is killed while its rank is stopped mid-epoch
+// (the job frozen at a known step), node 0 stops and waits for a new round, node 1's launcher
+// is started again and joins it, and every rank resumes from the last checkpoint: the final
+// weights equal an uninterrupted run's.
+TEST_F(MultiNodeTest, ALostNodeStartedAgainRejoinsAndTheJobFinishesAsUninterrupted) {
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const std::string log0 = out_ / "node0.log", log1 = out_ / "node1.log", log1b = out_ / "node1b.log";
+  // Both nodes write into one folder, as a cluster's shared filesystem: rank 0 saves, every rank
+  // resumes from it.
+  const std::string args = "--epochs 4 --dist-timeout 600 --no-onnx --output-dir " + (out_ / "o");
+  const pid_t n0 = spawn_command(hosts.on(0, node(0, 2, args, "--max-restarts 1")), log0);
+  const pid_t n1 = spawn_command(hosts.on(1, "CTRAIN_FAULT_AT=stop:2:3:1 " + node(1, 2, args, "--max-restarts 1")), log1);
+  ASSERT_TRUE(ctrain::testing::poll_until([&] { return ctrain::testing::count_lines(out_ / "o/metrics.jsonl") >= 2; }))
+      << read_text(log0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // rank 1 reaches its SIGSTOP
+  ::kill(n1, SIGKILL);
+  EXPECT_EQ(wait_exit(n1), 128 + SIGKILL);
+  ASSERT_TRUE(ctrain::testing::poll_until([&] { return read_text(log0).find("restarting the group") != std::string::npos; }, 60))
+      << read_text(log0);
+  const pid_t n1b = spawn_command(hosts.on(1, node(1, 2, args, "--max-restarts 1")), log1b);
+  const int rc1 = exit_within(n1b, 180), rc0 = exit_within(n0, 60);
+  const std::string text0 = read_text(log0), text1 = read_text(log1b);
+  ASSERT_EQ(rc0, 0) << text0 << "\n--- node 1, started again:\n" << text1;
+  ASSERT_EQ(rc1, 0) << text1;
+  EXPECT_NE(text0.find("node 1 (" + Hosts::address(1) + ") is lost"), std::string::npos) << text0;
+  EXPECT_NE(text1.find("all 2 nodes joined (round 1)"), std::string::npos) << text1;
+
+  const auto one_host = run_command(ctrain::testing::launch_cmd(2, mnist("--batch-size 32 --epochs 4 --output-dir " + (out_ / "one"))));
+  ASSERT_EQ(one_host.exit_code, 0) << one_host.output;
+  EXPECT_LT(max_abs_diff(ctrain::testing::mlp_params(out_ / "one/model.pt"), ctrain::testing::mlp_params(out_ / "o/model.pt")),
+            1e-5);
+}
+
+// The link cut for longer than --node-timeout: both launchers hear nothing, stop their ranks
+// (stuck in a collective until --dist-timeout otherwise) and exit non-zero naming the other.
+TEST_F(MultiNodeTest, ALinkDownLongerThanTheNodeTimeoutEndsEveryNodeNamingThePeer) {
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const std::string log0 = out_ / "node0.log", log1 = out_ / "node1.log";
+  const std::string args = "--epochs 400 --dist-timeout 600 --no-onnx --output-dir " + (out_ / "o");
+  const pid_t n0 = spawn_command(hosts.on(0, node(0, 2, args, "--node-timeout 3")), log0);
+  const pid_t n1 = spawn_command(hosts.on(1, node(1, 2, args, "--node-timeout 3")), log1);
+  ASSERT_TRUE(ctrain::testing::poll_until([&] { return ctrain::testing::count_lines(out_ / "o/metrics.jsonl") >= 1; }))
+      << read_text(log0);
+  hosts.cut(1);
+  const int rc0 = exit_within(n0, 60), rc1 = exit_within(n1, 30);
+  const std::string text0 = read_text(log0), text1 = read_text(log1);
+  ASSERT_NE(rc0, -1) << "node 0 still ran 60 s after the link went down\n" << text0;
+  ASSERT_NE(rc1, -1) << "node 1 still ran 30 s after node 0 ended\n" << text1;
+  EXPECT_NE(rc0, 0) << text0;
+  EXPECT_NE(rc1, 0) << text1;
+  EXPECT_NE(text0.find("node 1 (" + Hosts::address(1) + ") is lost: nothing heard"), std::string::npos) << text0;
+  EXPECT_NE(text1.find("node 0 (" + Hosts::address(0) + ") is lost: nothing heard"), std::string::npos) << text1;
+}
+
+// The link down for 1.5 s (far below --node-timeout and --dist-timeout): TCP retransmits, the
+// job finishes, and its weights equal an uninterrupted one-host run's.
+TEST_F(MultiNodeTest, ALinkDownBrieflyLosesNothing) {
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const std::string log0 = out_ / "node0.log", log1 = out_ / "node1.log";
+  const std::string args = "--epochs 6 --batch-size 4 --no-onnx --output-dir " + (out_ / "o");
+  const pid_t n0 = spawn_command(hosts.on(0, node(0, 2, args, "--node-timeout 20")), log0);
+  const pid_t n1 = spawn_command(hosts.on(1, node(1, 2, args, "--node-timeout 20")), log1);
+  ASSERT_TRUE(ctrain::testing::poll_until([&] { return ctrain::testing::count_lines(out_ / "o/metrics.jsonl") >= 1; }))
+      << read_text(log0);
+  const size_t epochs_at_cut = ctrain::testing::count_lines(out_ / "o/metrics.jsonl");
+  hosts.cut(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  hosts.restore(1);
+  const int rc0 = exit_within(n0, 180), rc1 = exit_within(n1, 60);
+  const std::string text0 = read_text(log0);
+  ASSERT_EQ(rc0, 0) << text0;
+  ASSERT_EQ(rc1, 0) << read_text(log1);
+  EXPECT_LT(epochs_at_cut, 6u);  // the cut came before the end
+  const auto one = run_command(ctrain::testing::launch_cmd(2, mnist("--epochs 6 --batch-size 4 --no-onnx --output-dir " + (out_ / "one"))));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_LT(max_abs_diff(ctrain::testing::mlp_params(out_ / "one/model.pt"), ctrain::testing::mlp_params(out_ / "o/model.pt")),
+            1e-5);
+}
+
+// 50 ms of delay and 1% loss each way (tc netem): slower, the same weights.
+TEST_F(MultiNodeTest, DelayAndLossOnTheLinkLoseNothing) {
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  if (const std::string why = hosts.netem(1, "delay 50ms loss 1%"); !why.empty()) GTEST_SKIP() << why;
+  const std::string log0 = out_ / "node0.log", log1 = out_ / "node1.log";
+  const std::string args = "--epochs 1 --no-onnx --output-dir " + (out_ / "o");
+  const pid_t n0 = spawn_command(hosts.on(0, node(0, 2, args)), log0);
+  const pid_t n1 = spawn_command(hosts.on(1, node(1, 2, args)), log1);
+  const int rc0 = exit_within(n0, 300), rc1 = exit_within(n1, 60);
+  ASSERT_EQ(rc0, 0) << read_text(log0);
+  ASSERT_EQ(rc1, 0) << read_text(log1);
+  const auto one = run_command(ctrain::testing::launch_cmd(2, mnist("--epochs 1 --batch-size 32 --no-onnx --output-dir " + (out_ / "one"))));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_LT(max_abs_diff(ctrain::testing::mlp_params(out_ / "one/model.pt"), ctrain::testing::mlp_params(out_ / "o/model.pt")),
+            1e-5);
 }
 
 }  // namespace
