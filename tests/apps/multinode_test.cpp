@@ -4,6 +4,7 @@
 // with the reason.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,6 +54,7 @@ class Hosts {
     for (const auto& ns : names_) run_command("ip netns del " + ns + " 2>/dev/null");
   }
   const std::string& why_not() const { return why_not_; }
+  const std::string& name(int i) const { return names_[static_cast<size_t>(i)]; }
   // Takes host i's link to host 0 down (both ends), or brings it back with its routes (a link
   // going down drops the routes through it).
   void cut(int i) const {
@@ -287,6 +289,33 @@ TEST_F(MultiNodeTest, DelayAndLossOnTheLinkLoseNothing) {
   const auto one = run_command(ctrain::testing::launch_cmd(2, mnist("--epochs 1 --batch-size 32 --no-onnx --output-dir " + (out_ / "one"))));
   ASSERT_EQ(one.exit_code, 0) << one.output;
   EXPECT_LT(max_abs_diff(ctrain::testing::mlp_params(out_ / "one/model.pt"), ctrain::testing::mlp_params(out_ / "o/model.pt")),
+            1e-5);
+}
+
+// mpirun across the two hosts: Open MPI starts rank 1's orted on host 1 through a launch agent
+// that enters its namespace (ssh's place on a cluster), the ranks read Open MPI's variables,
+// and the job equals the same two ranks on one host.
+TEST_F(MultiNodeTest, MpirunAcrossTwoHostsEqualsAOneHostRun) {
+  if (run_command("command -v mpirun").exit_code != 0) GTEST_SKIP() << "mpirun not installed (openmpi-bin)";
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const std::string agent = out_ / "ssh-into-namespace.sh";
+  ctrain::testing::write_bytes(agent,
+                               "#!/bin/sh\n# mpirun's rsh agent: AGENT HOST COMMAND... runs COMMAND on that host.\n"
+                               "host=$1; shift\ncase \"$host\" in\n  " + Hosts::address(0) + ") ns=" + hosts.name(0) +
+                                   ";;\n  " + Hosts::address(1) + ") ns=" + hosts.name(1) +
+                                   ";;\n  *) echo \"unknown host $host\" >&2; exit 1;;\nesac\nexec ip netns exec \"$ns\" /bin/sh -c \"$*\"\n",
+                               false);
+  ASSERT_EQ(::chmod(agent.c_str(), 0755), 0);
+  const auto r = run_command(hosts.on(
+      0, "mpirun --allow-run-as-root -np 2 -H " + Hosts::address(0) + "," + Hosts::address(1) +
+             " --mca plm_rsh_agent " + agent + " -x MASTER_ADDR=" + Hosts::address(0) + " -x MASTER_PORT=29517 " +
+             mnist("--batch-size 32 --no-onnx --output-dir " + (out_ / "mpi"))));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("(" + Hosts::address(1) + "): the route to MASTER_ADDR"), std::string::npos) << r.output;
+  const auto one = run_command(ctrain::testing::launch_cmd(2, mnist("--batch-size 32 --no-onnx --output-dir " + (out_ / "one"))));
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  EXPECT_LT(max_abs_diff(ctrain::testing::mlp_params(out_ / "one/model.pt"), ctrain::testing::mlp_params(out_ / "mpi/model.pt")),
             1e-5);
 }
 
