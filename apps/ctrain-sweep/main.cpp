@@ -7,6 +7,7 @@
 //     -- --data-folder DATA --epochs 20
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 
@@ -93,12 +94,6 @@ int run(int argc, char** argv) {
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
   namespace fs = std::filesystem;
   if (resume) {
-    for (const CLI::Option* o : settings) {
-      if (o->count() > 0) {
-        throw ctrain::ConfigError("--resume takes the settings from " + c.output_dir + "/config.json; drop " +
-                                  o->get_name());
-      }
-    }
     const std::string path = (fs::path(c.output_dir) / "config.json").string();
     if (!fs::exists(path)) {
       throw ctrain::ConfigError("--resume: " + path + " does not exist", "is --output-dir a sweep's directory?");
@@ -110,7 +105,30 @@ int run(int argc, char** argv) {
       throw ctrain::ConfigError(std::string("--resume: ") + e.what());
     }
     const std::string dir = c.output_dir;
-    c = ctrain::tune::SweepConfig::from_json(j);
+    const ctrain::tune::SweepConfig saved = ctrain::tune::SweepConfig::from_json(j);
+    // A requeued job re-runs its original command line with --resume appended: settings equal
+    // to the saved ones are fine; a differing one is refused, naming it and both values.
+    const nlohmann::json given = c.to_json(), kept = saved.to_json();
+    for (const CLI::Option* o : settings) {
+      if (o->count() == 0) continue;
+      const std::string flag = o->get_name();
+      std::string key = flag.rfind("--", 0) == 0 ? flag.substr(2) : flag;
+      std::replace(key.begin(), key.end(), '-', '_');
+      const std::string ptr = flag == "--policy" ? "/policy/name"
+                              : flag == "--param" ? "/params"
+                              : flag == "--stop-grace" ? "/stop_grace_s"
+                              : kept.contains(key) ? "/" + key
+                                                   : "/policy/" + key;
+      const nlohmann::json::json_pointer at(ptr);
+      if (!kept.contains(at) || given.at(at) != kept.at(at)) {
+        throw ctrain::ConfigError("--resume: " + flag + " " + (given.contains(at) ? given.at(at).dump() : "?") +
+                                      " differs from the sweep's saved " +
+                                      (kept.contains(at) ? kept.at(at).dump() : "(unset)") + " (" + path + ")",
+                                  "drop " + flag + " to continue the sweep as saved, or start a new one in another "
+                                  "--output-dir");
+      }
+    }
+    c = saved;
     c.output_dir = dir;
   }
   c.validate();

@@ -132,7 +132,12 @@ TEST_F(SweepTest, KilledSweepResumesToTheSameResult) {
   const auto again = run_command(sweep(b, settings, args));
   EXPECT_EQ(again.exit_code, 2) << again.output;
   EXPECT_NE(again.output.find("already holds a sweep"), std::string::npos) << again.output;
-  const auto rb = run_command(bin("ctrain-sweep") + " --resume --output-dir " + b);
+  // A requeued job's command line with --resume appended: a differing setting is refused by
+  // name with both values, the original ones are accepted.
+  const auto differ = run_command(sweep(b, "--max-trials 5" + settings.substr(settings.find(' ', 13)) + " --resume", args));
+  EXPECT_EQ(differ.exit_code, 2) << differ.output;
+  EXPECT_NE(differ.output.find("--max-trials 5 differs from the sweep's saved 4"), std::string::npos) << differ.output;
+  const auto rb = run_command(sweep(b, settings + " --resume", args));
   ASSERT_EQ(rb.exit_code, 0) << rb.output;
   EXPECT_NE(rb.output.find("continues from its checkpoint"), std::string::npos) << rb.output;
 
