@@ -2,6 +2,7 @@
 
 #include "core/error.h"
 #include "core/torch_compat.h"
+#include "distributed/ddp.h"
 
 namespace ctrain::engine {
 

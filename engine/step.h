@@ -13,10 +13,13 @@
 #include <optional>
 #include <string>
 
-#include "distributed/ddp.h"
 #include "engine/amp.h"
 #include "engine/config.h"
-#include "engine/trainer.h"
+#include "engine/model.h"
+
+namespace ctrain::distributed {
+class DistributedDataParallel;  // distributed/ddp.h: the step only holds a pointer to it
+}  // namespace ctrain::distributed
 
 namespace ctrain::engine {
 

@@ -12,22 +12,9 @@
 #include "distributed/launch.h"
 #include "distributed/process_group.h"
 #include "engine/config.h"
+#include "engine/model.h"
 
 namespace ctrain::engine {
-
-// A model as the engine sees it: parameters to optimise and save, a forward function
-// (input batch -> logits), and a spec that says how to rebuild it (saved in every checkpoint).
-struct Model {
-  std::shared_ptr<torch::nn::Module> module;
-  std::function<torch::Tensor(const torch::Tensor&)> forward;
-  nlohmann::json spec;  // e.g. {"arch": "mlp", "in_features": 784, ...}
-  // Optional gradients by hand (models::MlpManualGrad), both or neither: a training forward
-  // that keeps what `backward` needs, and a backward from d(loss)/d(logits) that accumulates
-  // into each parameter's .grad bitwise as autograd would. The training step then runs without
-  // autograd, unless DDP's hooks or autocast need it.
-  std::function<torch::Tensor(const torch::Tensor&)> train_forward;
-  std::function<void(const torch::Tensor& grad_logits)> backward;
-};
 
 struct EvalStats {
   double loss = 0.0;  // mean cross-entropy

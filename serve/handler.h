@@ -13,7 +13,7 @@
 
 #include "core/error.h"
 #include "data/image_folder.h"
-#include "engine/trainer.h"
+#include "engine/model.h"
 #include "models/spec.h"
 
 namespace ctrain::serve {

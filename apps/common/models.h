@@ -7,7 +7,7 @@
 
 #include "core/error.h"
 #include "engine/checkpoint.h"
-#include "engine/trainer.h"
+#include "engine/model.h"
 #include "models/mlp.h"
 #include "models/resnet.h"
 #include "models/spec.h"
