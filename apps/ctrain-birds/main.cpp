@@ -203,11 +203,19 @@ int run(int argc, char** argv) {
       // bf16 for the autocast step under --amp bf16; evaluation runs without autocast: float32.
       const ctrain::data::GpuLoaderOptions train_go{cfg.channels_last, cfg.amp == "bf16"};
       const ctrain::data::GpuLoaderOptions val_go{cfg.channels_last, false};
-      train_src = std::make_unique<ctrain::data::GpuImageFolderSource>(std::move(*train_idx), train_tf,
-                                                                       train_sampler, lo, train_go, rt.device);
-      val_src = std::make_unique<ctrain::data::GpuImageFolderSource>(std::move(*val_idx), val_tf, val_sampler,
-                                                                     lo, val_go, rt.device);
-    } else {
+      try {
+        train_src = std::make_unique<ctrain::data::GpuImageFolderSource>(*train_idx, train_tf, train_sampler, lo,
+                                                                         train_go, rt.device);
+        val_src = std::make_unique<ctrain::data::GpuImageFolderSource>(*val_idx, val_tf, val_sampler, lo, val_go,
+                                                                       rt.device);
+      } catch (const ctrain::Error& e) {  // nvJPEG loads but does not start on this GPU
+        if (a.decode == "gpu") throw;
+        gpu_decode = false;
+        decode_why = "--decode auto: the GPU pipeline did not start: " + std::string(e.what());
+        train_src.reset();
+      }
+    }
+    if (!gpu_decode) {
       train_src = std::make_unique<ctrain::data::ImageFolderSource>(std::move(*train_idx), train_tf,
                                                                     train_sampler, lo);
       val_src = std::make_unique<ctrain::data::ImageFolderSource>(std::move(*val_idx), val_tf, val_sampler, lo);

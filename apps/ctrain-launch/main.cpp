@@ -269,7 +269,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 65535));
   app.add_option("--rdzv-id,--rdzv_id,--run-id", o.run_id,
                  "job id shared by every node; ranks of another id are refused at rendezvous")
-      ->check([](const std::string& v) { return v.empty() ? std::string("must not be empty") : std::string(); });
+      ->check([](const std::string& v) {
+        if (v.empty()) return std::string("must not be empty");
+        return v.find_first_of(" \t\r\n") == std::string::npos ? std::string() : std::string("must not contain spaces");
+      });
   app.add_option("--max-restarts,--max_restarts", o.max_restarts,
                  "restart the whole group up to R times after a failure")
       ->check(CLI::NonNegativeNumber);
