@@ -11,6 +11,7 @@
 #include <ifaddrs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -33,13 +34,17 @@ std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 // publishes the job (world size, run id); every other rank compares it with its own and
 // leaves with an error naming both on a mismatch, claims its rank (TCPStore only: a FileStore
 // file can outlive a crashed job) and reports ready. Rank 0 waits for every rank to be ready,
-// so a missing rank is named rather than left to a backend timeout. c10d's TCPStore has no
-// such check of its own.
+// so a missing rank is named rather than left to a backend timeout, then says "go" (or who is
+// missing) to the others, who wait for it: so every rank enters the backend within moments of
+// the others, and the backend's own connection timeout can be short (see GlooBoundedConnect).
+// c10d's TCPStore has no such check of its own.
 void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
                std::chrono::milliseconds timeout) {
   const std::string job = "world size " + std::to_string(info.world_size) + ", run id '" +
                           (info.run_id.empty() ? "(none)" : info.run_id) + "'";
   const std::string me = "rank " + std::to_string(info.rank) + " of " + info.init_method;
+  const std::string seconds = std::to_string(timeout.count() / 1000) + " s";
+  const std::string hint = "are all ranks started with " + job + "? --dist-timeout sets the limit";
   if (info.rank == 0) {
     store.set("ctrain/job", bytes(job));
   } else {
@@ -55,6 +60,13 @@ void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
                   "every process needs its own RANK");
     }
     store.set("ctrain/ready/" + std::to_string(info.rank), bytes("1"));
+    try {
+      store.wait({"ctrain/go"}, timeout);
+    } catch (const std::exception&) {
+      throw Error(me + ": rank 0 did not see every rank join within " + seconds, hint);
+    }
+    const std::string go = text(store.get("ctrain/go"));
+    if (go != "go") throw Error(me + ": " + go, hint);
     return;
   }
   std::vector<std::string> keys;
@@ -68,11 +80,13 @@ void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
         missing += (missing.empty() ? "" : ", ") + std::to_string(r);
       }
     }
-    if (missing.empty()) return;  // the last one arrived just as the wait gave up
-    throw Error(me + ": rank(s) " + missing + " did not join within " +
-                    std::to_string(timeout.count() / 1000) + " s",
-                "are all ranks started with " + job + "? --dist-timeout sets the limit");
+    if (!missing.empty()) {  // else the last one arrived just as the wait gave up
+      const std::string what = "rank(s) " + missing + " did not join within " + seconds;
+      store.set("ctrain/go", bytes(what));
+      throw Error(me + ": " + what, hint);
+    }
   }
+  store.set("ctrain/go", bytes("go"));
 }
 
 // The host's network interface names (getifaddrs), sorted.
@@ -143,6 +157,64 @@ std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices(const Launc
     }
   }
   return devices;
+}
+
+// Gloo waits up to five times its timeout for each pair's first connection (gloo's
+// tcp::Pair::waitUntil: "use a longer timeout when waiting for initial connect"): a rank whose
+// peer died after the rendezvous sat 25 minutes in Pair::connect under the default 300 s. So the
+// group is built with a sixth of --dist-timeout, which bounds the address exchange (one
+// timeout) plus the connections (five), and raised to the full timeout once connected, for the
+// collectives: what LibTorch 2.x's ProcessGroupGloo::setTimeout does, which 1.13 lacks.
+class GlooBoundedConnect : public c10d::ProcessGroupGloo {
+ public:
+  GlooBoundedConnect(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
+                     c10::intrusive_ptr<Options> options, std::chrono::milliseconds full)
+      : c10d::ProcessGroupGloo(store, rank, size, std::move(options)) {
+    options_->timeout = full;
+    for (auto& context : contexts_) context->setTimeout(full);
+  }
+};
+
+std::chrono::milliseconds connect_timeout(std::chrono::milliseconds full) {
+  return std::max(std::chrono::milliseconds(1000), full / 6);
+}
+
+// "192.168.1.5" out of a Gloo device's "tcp, pci=..., iface=eth0, speed=..., addr=[192.168.1.5]".
+std::string device_address(const std::string& device) {
+  const auto at = device.find("addr=[");
+  if (at == std::string::npos) return "";
+  const auto end = device.find(']', at);
+  return end == std::string::npos ? "" : device.substr(at + 6, end - at - 6);
+}
+
+std::string host_name() {
+  char host[256] = {0};
+  ::gethostname(host, sizeof(host) - 1);
+  return host;
+}
+
+// Each rank's host and Gloo address, published before Gloo connects, so that a failed
+// connection can name the rank behind the address in Gloo's message.
+void publish_address(c10d::Store& store, int rank, const std::string& address) {
+  store.set("ctrain/gloo/" + std::to_string(rank), bytes(host_name() + " " + address));
+}
+
+// "rank 1 (host node1, 10.0.0.2)" for the peers whose address `message` names as "[address]";
+// in a two-rank job, the other rank whatever the message says.
+std::string peers_named_in(c10d::Store& store, const LaunchInfo& info, const std::string& message) {
+  std::string named;
+  for (int r = 0; r < info.world_size; ++r) {
+    const std::string key = "ctrain/gloo/" + std::to_string(r);
+    if (r == info.rank || !store.check({key})) continue;
+    const std::string value = text(store.get(key));
+    const auto space = value.rfind(' ');
+    const std::string address = value.substr(space + 1);
+    const bool named_there = !address.empty() && message.find("[" + address + "]") != std::string::npos;
+    if (!named_there && info.world_size != 2) continue;
+    named += (named.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " (host " +
+             value.substr(0, space) + ", " + address + ")";
+  }
+  return named;
 }
 
 }  // namespace
@@ -248,9 +320,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   if (backend == "gloo") devices = gloo_devices(info, chosen);
   if (!chosen.empty() && info.local_rank == 0) {
     // Once per node (its first local rank): which interface the others will connect to.
-    char host[256] = {0};
-    ::gethostname(host, sizeof(host) - 1);
-    std::fprintf(stderr, "ctrain: node %s (rank %d): %s\n", host, info.rank, chosen.c_str());
+    std::fprintf(stderr, "ctrain: node %s (rank %d): %s\n", host_name().c_str(), info.rank, chosen.c_str());
   }
   auto impl = std::make_unique<Impl>();
   try {
@@ -286,12 +356,26 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   }
   std::string transport = backend;
   if (backend == "gloo") {
-    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    auto opts = c10d::ProcessGroupGloo::Options::create(connect_timeout(timeout));
     opts->devices = devices;
     transport = "gloo over";
     for (const auto& d : opts->devices) transport += " [" + d->str() + "]";
-    impl->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(impl->store, info.rank,
-                                                           info.world_size, opts);
+    publish_address(*impl->store, info.rank, device_address(devices.front()->str()));
+    try {
+      impl->pg = c10::make_intrusive<GlooBoundedConnect>(impl->store, info.rank, info.world_size, opts, timeout);
+    } catch (const std::exception& e) {
+      const std::string message = message_of(e);
+      std::string peers;
+      try {
+        peers = peers_named_in(*impl->store, info, message);
+      } catch (const std::exception&) {  // the store went with rank 0: the message alone, then
+      }
+      throw Error("rank " + std::to_string(info.rank) + " (host " + host_name() + ") could not connect to " +
+                      (peers.empty() ? std::string("its Gloo peers") : peers) + " over Gloo: " + message,
+                  "did that rank die, or does its address reach this host? Its log says; set "
+                  "GLOO_SOCKET_IFNAME on each node to the interface the others reach it on. "
+                  "--dist-timeout (" + std::to_string(timeout.count() / 1000) + " s) bounds the wait");
+    }
   } else {
 #ifdef USE_C10D_NCCL
     for (const auto& v : apply_nccl_error_handling_env()) transport += (transport == backend ? " (" : ", ") + v;

@@ -26,13 +26,13 @@ using ctrain::testing::run_command;
 using ctrain::testing::spawn_command;
 using ctrain::testing::wait_exit;
 
-// N hosts: namespaces "ct<pid>h<i>", host i at 10.77.0.<i+1>/24 on a bridge-free star: host 0
+// N hosts: namespaces "ct<pid>h<i>", host i at <base><i+1> (10.77.0.<i+1> by default) on a bridge-free star: host 0
 // has one veth to each other host (two hosts: one link). Addresses repeat across test processes
 // without clashing: each process's namespaces form a network of their own. Removed on
 // destruction, failed test or not (deleting a namespace deletes its veth ends).
 class Hosts {
  public:
-  explicit Hosts(int n) {
+  explicit Hosts(int n, std::string base = "10.77.0.") : base_(std::move(base)) {
     const std::string tag = "ct" + std::to_string(::getpid());
     for (int i = 0; i < n; ++i) names_.push_back(tag + "h" + std::to_string(i));
     std::string script = "set -e; ";
@@ -40,12 +40,12 @@ class Hosts {
     for (int i = 1; i < n; ++i) {
       const std::string a = tag + "a" + std::to_string(i), b = tag + "b" + std::to_string(i);
       script += "ip link add " + a + " netns " + names_[0] + " type veth peer name " + b + " netns " + names_[i] + "; ";
-      script += "ip -n " + names_[0] + " addr add " + address(0) + "/32 dev " + a + "; ";
+      script += "ip -n " + names_[0] + " addr add " + at(0) + "/32 dev " + a + "; ";
       script += "ip -n " + names_[0] + " link set " + a + " up; ";
-      script += "ip -n " + names_[0] + " route add " + address(i) + "/32 dev " + a + "; ";
-      script += "ip -n " + names_[i] + " addr add " + address(i) + "/32 dev " + b + "; ";
+      script += "ip -n " + names_[0] + " route add " + at(i) + "/32 dev " + a + "; ";
+      script += "ip -n " + names_[i] + " addr add " + at(i) + "/32 dev " + b + "; ";
       script += "ip -n " + names_[i] + " link set " + b + " up; ";
-      script += "ip -n " + names_[i] + " route add " + address(0) + "/32 dev " + b + "; ";
+      script += "ip -n " + names_[i] + " route add " + at(0) + "/32 dev " + b + "; ";
     }
     const auto r = run_command(script);
     if (r.exit_code != 0) why_not_ = "cannot make network namespaces here (root and iproute2 needed): " + r.output;
@@ -63,8 +63,8 @@ class Hosts {
   }
   void restore(int i) const {
     run_command("ip -n " + names_[0] + " link set " + veth('a', i) + " up; ip -n " + names_[i] + " link set " +
-                veth('b', i) + " up; ip -n " + names_[0] + " route replace " + address(i) + "/32 dev " + veth('a', i) +
-                "; ip -n " + names_[i] + " route replace " + address(0) + "/32 dev " + veth('b', i));
+                veth('b', i) + " up; ip -n " + names_[0] + " route replace " + at(i) + "/32 dev " + veth('a', i) +
+                "; ip -n " + names_[i] + " route replace " + at(0) + "/32 dev " + veth('b', i));
   }
   // `tc netem` on both ends of host i's link (e.g. "delay 50ms loss 1%"); "" when done, else why
   // not (the kernel's sch_netem may be missing).
@@ -75,6 +75,7 @@ class Hosts {
     return r.exit_code == 0 ? "" : "tc netem is not available here: " + r.output;
   }
   static std::string address(int i) { return "10.77.0." + std::to_string(i + 1); }
+  std::string at(int i) const { return base_ + std::to_string(i + 1); }
   std::string veth(char end, int i) const { return "ct" + std::to_string(::getpid()) + end + std::to_string(i); }
   // `cmd` run on host i, without the interface variables a user may have set.
   std::string on(int i, const std::string& cmd) const {
@@ -82,6 +83,7 @@ class Hosts {
   }
 
  private:
+  std::string base_;
   std::vector<std::string> names_;
   std::string why_not_;
 };
@@ -180,6 +182,36 @@ TEST_F(MultiNodeTest, ALauncherKilledAloneStopsEveryNodeNamingIt) {
   // No rank of node 1 is left ("[t]": the pattern does not match the shell running pgrep).
   EXPECT_TRUE(ctrain::testing::poll_until(
       [&] { return run_command("pgrep -f 'ctrain-mnis[t] .*--log-interval 7'").exit_code != 0; }, 10));
+}
+
+// Ranks started without a launcher (mpirun, Slurm) whose Gloo connection cannot be made after
+// the rendezvous: node 0's rank is told GLOO_SOCKET_IFNAME=lo (a user's slip) on hosts whose
+// addresses sort above 127.0.0.1, so node 1's rank must connect to 127.0.0.1, its own host,
+// while node 0's waits for it. Gloo alone would wait five times its timeout there (it sat 19
+// minutes in Pair::connect before): every rank ends within --dist-timeout, naming the rank at
+// the other end.
+TEST_F(MultiNodeTest, AGlooConnectionThatCannotBeMadeEndsEveryRankNamingThePeer) {
+  Hosts hosts(2, "192.168.77.");
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const std::string log0 = out_ / "rank0.log", log1 = out_ / "rank1.log";
+  auto rank = [&](int r, const std::string& env) {
+    return hosts.on(r, env + "RANK=" + std::to_string(r) + " WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=" +
+                           hosts.at(0) + " MASTER_PORT=29517 " +
+                           mnist("--batch-size 32 --dist-timeout 12 --no-onnx --output-dir " + (out_ / ("r" + std::to_string(r)))));
+  };
+  const pid_t r0 = spawn_command(rank(0, "GLOO_SOCKET_IFNAME=lo "), log0);
+  const pid_t r1 = spawn_command(rank(1, ""), log1);
+  // 40 s: past --dist-timeout and its start-up, short of Gloo's own 5 x 12 s.
+  const int rc0 = exit_within(r0, 40), rc1 = exit_within(r1, 40);
+  const std::string text0 = read_text(log0), text1 = read_text(log1);
+  ASSERT_NE(rc0, -1) << "rank 0 still waited 40 s after it started\n" << text0;
+  ASSERT_NE(rc1, -1) << "rank 1 still waited 40 s after it started\n" << text1;
+  EXPECT_EQ(rc0, 1) << text0;
+  EXPECT_EQ(rc1, 1) << text1;
+  EXPECT_NE(text0.find("could not connect to rank 1 (host "), std::string::npos) << text0;
+  EXPECT_NE(text0.find(", " + hosts.at(1) + ") over Gloo"), std::string::npos) << text0;
+  EXPECT_NE(text1.find("could not connect to rank 0 (host "), std::string::npos) << text1;
+  EXPECT_NE(text1.find(", 127.0.0.1) over Gloo"), std::string::npos) << text1;
 }
 
 // A node that never comes is named after --join-timeout, before any rank starts.
