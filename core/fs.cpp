@@ -19,13 +19,19 @@ namespace {
 
 std::string errno_text() { return std::strerror(errno); }
 
-// Test-only fault injection (issue: crash-safe checkpoints): when CTRAIN_FAULT_ABORT_WRITE_AT
-// is set to a fraction in (0,1), the process SIGKILLs itself after writing that share of the
-// bytes of the temp file, the way a power cut or `kill -9` would interrupt it.
-double fault_abort_fraction() {
-  const char* v = std::getenv("CTRAIN_FAULT_ABORT_WRITE_AT");
-  return v ? std::atof(v) : 0.0;
+// set_write_interruption's: a fraction and what to do there; none by default.
+double g_interrupt_fraction = 0.0;
+void (*g_interrupt_action)() = nullptr;
+
+}  // namespace
+
+void set_write_interruption(double fraction, void (*action)()) {
+  const bool on = fraction > 0.0 && fraction < 1.0 && action != nullptr;
+  g_interrupt_fraction = on ? fraction : 0.0;
+  g_interrupt_action = on ? action : nullptr;
 }
+
+namespace {
 
 // `path` is the file being replaced; the bytes go to its temp file.
 void write_all(int fd, const char* data, size_t n, const std::string& path) {
@@ -57,14 +63,14 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
                 "does its directory exist, and is it writable?");
   }
   try {
-    const double abort_at = fault_abort_fraction();
-    if (abort_at > 0.0 && abort_at < 1.0) {
-      const size_t half = static_cast<size_t>(bytes.size() * abort_at);
-      write_all(fd, bytes.data(), half, path);
+    size_t done = 0;
+    if (g_interrupt_action != nullptr) {
+      done = static_cast<size_t>(static_cast<double>(bytes.size()) * g_interrupt_fraction);
+      write_all(fd, bytes.data(), done, path);
       ::fsync(fd);
-      ::kill(::getpid(), SIGKILL);
+      g_interrupt_action();
     }
-    write_all(fd, bytes.data(), bytes.size(), path);
+    write_all(fd, bytes.data() + done, bytes.size() - done, path);
     if (::fsync(fd) != 0) throw Error("cannot write " + path + " (fsync): " + errno_text());
   } catch (...) {
     ::close(fd);

@@ -12,6 +12,12 @@ namespace ctrain {
 // the temp file is removed on failure and `path` is left untouched.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 
+// A test's interruption of write_file_atomic: once `fraction` (in (0, 1)) of a file's bytes are
+// in its temp file, and synced, `action` runs (the fault tests kill the process there, as a
+// power cut or `kill -9` would). Installed by the programs from the fault tests' environment
+// (apps/common/test_faults.h) or by a test itself; a fraction outside (0, 1) removes it.
+void set_write_interruption(double fraction, void (*action)());
+
 // What read_file reads at most unless its caller says otherwise: above the largest checkpoint a
 // ctrain model writes (ResNet-152 with its optimizer state is under 1 GB).
 constexpr uint64_t kReadFileLimit = uint64_t{4} << 30;

@@ -313,13 +313,10 @@ GpuImageFolderSource::GpuImageFolderSource(ImageFolderIndex index, ImageTransfor
   if (const std::string why = gpu_pipeline_unavailable(device); !why.empty()) {
     throw Error("--decode gpu: " + why, "use --decode cpu");
   }
-  if (options.batch_size <= 0) throw ConfigError("--batch-size must be positive");
-  if (options.workers < 0) throw ConfigError("--workers must be >= 0");
-  if (options.prefetch_batches < 1) throw ConfigError("--prefetch must be >= 1");
+  options.validate();
   if (options.batch_size > 65535) throw ConfigError("--batch-size above 65535 is not supported by --decode gpu");
   if (device.index() < 0) device = torch::Device(torch::kCUDA, c10::cuda::current_device());
   impl_ = std::make_unique<Impl>(std::move(index), std::move(transform), std::move(sampler), options, gpu, device);
-  use_single_threaded_backend();
   c10::cuda::CUDAGuard guard(device);
   try {
     impl_->decoder = std::make_unique<NvjpegDecoder>(static_cast<int>(options.batch_size));

@@ -405,13 +405,17 @@ struct ImageFolderSource::Impl {
   }
 };
 
+void LoaderOptions::validate() const {
+  if (batch_size <= 0) throw ConfigError("--batch-size must be positive");
+  if (workers < 0) throw ConfigError("--workers must be >= 0 (0: decode on the training thread)");
+  if (prefetch_batches < 1) throw ConfigError("--prefetch must be >= 1");
+  if (max_image_pixels < 0) throw ConfigError("--max-image-pixels must be >= 0 (0: no limit)");
+}
+
 ImageFolderSource::ImageFolderSource(ImageFolderIndex index, ImageTransform transform,
                                      ShardSampler sampler, LoaderOptions options)
     : impl_(std::make_unique<Impl>(std::move(index), std::move(transform), std::move(sampler), options)) {
-  if (options.batch_size <= 0) throw ConfigError("--batch-size must be positive");
-  if (options.workers < 0) throw ConfigError("--workers must be >= 0");
-  if (options.prefetch_batches < 1) throw ConfigError("--prefetch must be >= 1");
-  use_single_threaded_backend();
+  options.validate();
 }
 
 ImageFolderSource::~ImageFolderSource() = default;

@@ -107,6 +107,11 @@ struct LoaderOptions {
   bool reduced_decode = true;
   int64_t max_image_pixels = kDefaultMaxImagePixels;  // --max-image-pixels; 0: no limit
   uint64_t seed = 42;
+
+  // Throws ConfigError naming the flag of the first bad option (--batch-size, --workers,
+  // --prefetch, --max-image-pixels). The sources call it; a program may call it first, before
+  // it reads any data.
+  void validate() const;
 };
 
 // A BatchSource over an image folder: batches are decoded and augmented on worker threads

@@ -118,13 +118,11 @@ std::string LaunchInfo::describe() const {
   return o.str();
 }
 
-LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
-  // -1 means "not given"; anything lower is a mistake, not a request for the default.
-  for (const auto& [value, flag] : {std::pair{flags.rank, "--rank"}, std::pair{flags.local_rank, "--local-rank"},
-                                    std::pair{flags.world_size, "--world-size"}}) {
-    if (value < -1) throw ConfigError(std::string(flag) + " must be >= 0, got " + std::to_string(value));
-  }
-  std::string tf_master;
+namespace {
+
+// Where rank, world size and local rank may come from, in order of precedence: the flags, then
+// each launcher's variables. TF_CONFIG's master address goes to `tf_master`.
+std::vector<Source> rank_sources(const DistFlags& flags, const EnvLookup& env, std::string* tf_master) {
   Source flag_src;
   flag_src.name = "flags";
   flag_src.rank = flags.rank;
@@ -133,7 +131,7 @@ LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
   flag_src.rank_var = "--rank";
   flag_src.world_var = "--world-size";
   flag_src.local_var = "--local-rank";
-  std::vector<Source> sources = {
+  return {
       flag_src,
       env_source(env, "torchrun", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
       env_source(env, "Open MPI", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
@@ -143,11 +141,13 @@ LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
       // Azure ML passes --world-size itself (Batch AI samples); AZUREML_NODE_COUNT covers
       // the one-process-per-node jobs that do not.
       env_source(env, "Azure ML", "AZ_BATCHAI_TASK_INDEX", "AZUREML_NODE_COUNT", "", ""),
-      tf_config_source(env, &tf_master),
+      tf_config_source(env, tf_master),
   };
-  LaunchInfo info;
-  info.source = {{"rank", "default"}, {"world_size", "default"}, {"local_rank", "default"},
-                 {"backend", "default"}, {"init_method", "default"}};
+}
+
+// Rank, world size and local rank from the first sources that have them, each named in
+// info.source; contradictions and impossible values are ConfigErrors.
+void resolve_ranks(LaunchInfo& info, const std::vector<Source>& sources) {
   auto label = [](const Source& s, const std::string& var) {
     return s.name == "flags" ? var : var + " (" + s.name + ")";
   };
@@ -204,18 +204,13 @@ LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
     info.local_world_size = std::max(info.local_world_size, info.local_rank + 1);
   }
 
-  // Backend.
-  if (!flags.backend.empty()) {
-    if (flags.backend != "gloo" && flags.backend != "nccl") {
-      throw ConfigError("--dist-backend must be gloo or nccl, got '" + flags.backend + "'");
-    }
-    info.backend = flags.backend;
-    info.source["backend"] = "--dist-backend";
-  }
+}
 
-  // Init method: --dist-url > AZ_BATCHAI_PYTORCH_INIT_METHOD > MASTER_ADDR/PORT (torchrun,
-  // also honoured under mpirun and Slurm) > AZ_BATCH_MASTER_NODE > TF_CONFIG's first
-  // chief/worker > 127.0.0.1:29500.
+// Init method: --dist-url > AZ_BATCHAI_PYTORCH_INIT_METHOD > MASTER_ADDR/PORT (torchrun,
+// also honoured under mpirun and Slurm) > AZ_BATCH_MASTER_NODE > TF_CONFIG's first
+// chief/worker > 127.0.0.1:29500.
+void resolve_init_method(LaunchInfo& info, const DistFlags& flags, const EnvLookup& env,
+                         const std::string& tf_master) {
   std::string url, url_src;
   if (!flags.dist_url.empty()) {
     url = flags.dist_url;
@@ -260,7 +255,23 @@ LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
     throw ConfigError(url_src + " '" + url + "' is not env://, tcp://host:port or file:///path");
   }
 
-  // Run id: the first launcher id that is set.
+}
+
+// The network settings of the environment: Gloo's interfaces, a user's NCCL error handling
+// (any of the names 1.13 and 2.x read).
+void resolve_network(LaunchInfo& info, const EnvLookup& env) {
+  if (auto v = env("GLOO_SOCKET_IFNAME")) info.gloo_socket_ifname = *v;
+  for (const char* name : {"TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT", "TORCH_NCCL_ASYNC_ERROR_HANDLING",
+                           "NCCL_ASYNC_ERROR_HANDLING"}) {
+    if (auto v = env(name)) {
+      info.nccl_error_mode = std::string(name) + "=" + *v;
+      break;
+    }
+  }
+}
+
+// Run id: the first launcher id that is set; and the launcher's restart count.
+void resolve_run(LaunchInfo& info, const EnvLookup& env) {
   for (const char* var : {"TORCHELASTIC_RUN_ID", "OMPI_MCA_ess_base_jobid", "SLURM_JOB_ID",
                           "AZUREML_RUN_ID"}) {
     if (auto id = env(var)) {
@@ -275,6 +286,34 @@ LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
   if (auto r = env("TORCHELASTIC_RESTART_COUNT")) {
     info.restart_count = parse_int(*r, "TORCHELASTIC_RESTART_COUNT");
   }
+}
+
+}  // namespace
+
+LaunchInfo resolve_launch(const DistFlags& flags, const EnvLookup& env) {
+  // -1 means "not given"; anything lower is a mistake, not a request for the default.
+  for (const auto& [value, flag] : {std::pair{flags.rank, "--rank"}, std::pair{flags.local_rank, "--local-rank"},
+                                    std::pair{flags.world_size, "--world-size"}}) {
+    if (value < -1) throw ConfigError(std::string(flag) + " must be >= 0, got " + std::to_string(value));
+  }
+  std::string tf_master;
+  const std::vector<Source> sources = rank_sources(flags, env, &tf_master);
+  LaunchInfo info;
+  info.source = {{"rank", "default"}, {"world_size", "default"}, {"local_rank", "default"},
+                 {"backend", "default"}, {"init_method", "default"}};
+  resolve_ranks(info, sources);
+  // Backend.
+  if (!flags.backend.empty()) {
+    if (flags.backend != "gloo" && flags.backend != "nccl") {
+      throw ConfigError("--dist-backend must be gloo or nccl, got '" + flags.backend + "'");
+    }
+    info.backend = flags.backend;
+    info.source["backend"] = "--dist-backend";
+  }
+
+  resolve_init_method(info, flags, env, tf_master);
+  resolve_run(info, env);
+  resolve_network(info, env);
   return info;
 }
 

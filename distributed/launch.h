@@ -35,6 +35,9 @@ struct LaunchInfo {
   // The launcher's id for this job (TORCHELASTIC_RUN_ID, Open MPI's job id, SLURM_JOB_ID.STEP,
   // AZUREML_RUN_ID); "" when none is known. Rank 0's store refuses peers of another run.
   std::string run_id;
+  // The launch environment's network settings, read here with the rest of it:
+  std::string gloo_socket_ifname;  // GLOO_SOCKET_IFNAME: the interfaces Gloo uses ("" to find one)
+  std::string nccl_error_mode;     // "NAME=VALUE" of the user's own NCCL error-handling choice, or ""
   // field -> the variable or flag it came from ("RANK (torchrun)", "--rank", "default").
   std::map<std::string, std::string> source;
 

@@ -8,21 +8,17 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
-#include <ifaddrs.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
-#include <set>
-#include <sstream>
 
 #include "core/error.h"
 #include "core/torch_error.h"
 #include "core/torch_compat.h"
-#include "distributed/route.h"
+#include "distributed/gloo.h"
 
 namespace ctrain::distributed {
 namespace {
@@ -89,132 +85,42 @@ void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
   store.set("ctrain/go", bytes("go"));
 }
 
-// The host's network interface names (getifaddrs), sorted.
-std::set<std::string> interface_names() {
-  std::set<std::string> names;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return names;
-  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) names.insert(a->ifa_name);
-  ::freeifaddrs(list);
-  return names;
-}
-
-// Gloo's devices: GLOO_SOCKET_IFNAME's interfaces (comma-separated, as PyTorch reads it), else
-// loopback for a single-node job, else the local address of the route to MASTER_ADDR (where
-// the other nodes reach this one; see route.h for why not Gloo's default). `chosen` says how
-// an automatic choice was made, for the one line each node prints.
-std::vector<std::shared_ptr<::gloo::transport::Device>> gloo_devices(const LaunchInfo& info, std::string& chosen) {
-  std::vector<std::shared_ptr<::gloo::transport::Device>> devices;
-  const char* env = std::getenv("GLOO_SOCKET_IFNAME");
-  if (env != nullptr && *env != '\0') {
-    const auto have = interface_names();
-    std::stringstream in(env);
-    for (std::string name; std::getline(in, name, ',');) {
-      if (have.count(name) == 0) {
-        std::string list;
-        for (const auto& n : have) list += (list.empty() ? "" : ", ") + n;
-        throw ConfigError("GLOO_SOCKET_IFNAME names '" + name + "', which is not a network interface of this host",
-                          "this host has: " + list);
-      }
-      try {
-        devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
-      } catch (const std::exception& e) {
-        throw ConfigError("GLOO_SOCKET_IFNAME interface '" + name + "' cannot be used: " + message_of(e),
-                          "does it have an IPv4/IPv6 address? (ip addr show " + name + ")");
-      }
-    }
-    if (devices.empty()) throw ConfigError("GLOO_SOCKET_IFNAME='" + std::string(env) + "' names no interface");
-  } else if (info.master_addr == "127.0.0.1" || info.master_addr == "localhost") {
-    devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
-  } else {
-    std::optional<LocalRoute> route = route_to(info.master_addr, info.master_port);
-    const bool multi_node = info.world_size > info.local_world_size;
-    if (route && route->loopback && multi_node) {
-      // MASTER_ADDR resolves to this host's loopback (its own name in /etc/hosts on node 0),
-      // yet other nodes must reach it: an external interface instead, said so.
-      const auto external = first_external_interface();
-      if (external) {
-        chosen = "MASTER_ADDR " + info.master_addr + " is this host's loopback (" + route->address +
-                 "); using the first external interface";
-        route = external;
-      }
-    } else if (route) {
-      chosen = "the route to MASTER_ADDR " + info.master_addr;
-    }
-    if (route) {
-      try {
-        devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(route->address));
-        chosen = "gloo over " + (route->interface.empty() ? std::string("?") : route->interface) + " (" +
-                 route->address + "): " + chosen + "; set GLOO_SOCKET_IFNAME to choose another";
-      } catch (const std::exception& e) {
-        throw ConfigError("Gloo cannot use " + route->address + " (" + route->interface + ", " + chosen +
-                              "): " + message_of(e),
-                          "set GLOO_SOCKET_IFNAME to the interface the other nodes reach this one on");
-      }
+// The store at info.init_method (TCPStore, served by rank 0, or FileStore), and the handshake
+// on it; errors name the init method and the rank.
+c10::intrusive_ptr<c10d::Store> rendezvous(const LaunchInfo& info, std::chrono::milliseconds timeout) {
+  c10::intrusive_ptr<c10d::Store> store;
+  try {
+    if (info.init_method.rfind("file://", 0) == 0) {
+      store = c10::make_intrusive<c10d::FileStore>(info.init_method.substr(7), info.world_size);
+      store->setTimeout(timeout);
     } else {
-      // MASTER_ADDR does not resolve here: the rendezvous will say so, naming it.
-      devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+      c10d::TCPStoreOptions o;
+      o.port = static_cast<uint16_t>(info.master_port);
+      o.isServer = info.rank == 0;
+      o.numWorkers = info.world_size;
+      // handshake() waits for the ranks instead, after publishing the job, so a peer of
+      // another job hears why it is refused rather than timing out.
+      o.waitWorkers = false;
+      o.timeout = timeout;
+      store = c10::make_intrusive<c10d::TCPStore>(info.master_addr, o);
     }
+  } catch (const std::exception& e) {
+    throw Error("rendezvous at " + info.init_method + " failed for rank " +
+                    std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
+                    message_of(e),
+                "are all ranks started, and is MASTER_ADDR:MASTER_PORT reachable and free?");
   }
-  return devices;
-}
-
-// Gloo waits up to five times its timeout for each pair's first connection (gloo's
-// tcp::Pair::waitUntil: "use a longer timeout when waiting for initial connect"): a rank whose
-// peer died after the rendezvous sat 25 minutes in Pair::connect under the default 300 s. So the
-// group is built with a sixth of --dist-timeout, which bounds the address exchange (one
-// timeout) plus the connections (five), and raised to the full timeout once connected, for the
-// collectives: what LibTorch 2.x's ProcessGroupGloo::setTimeout does, which 1.13 lacks.
-class GlooBoundedConnect : public c10d::ProcessGroupGloo {
- public:
-  GlooBoundedConnect(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
-                     c10::intrusive_ptr<Options> options, std::chrono::milliseconds full)
-      : c10d::ProcessGroupGloo(store, rank, size, std::move(options)) {
-    options_->timeout = full;
-    for (auto& context : contexts_) context->setTimeout(full);
+  try {
+    handshake(*store, info, info.init_method.rfind("tcp://", 0) == 0, timeout);
+  } catch (const Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Error("rendezvous at " + info.init_method + " failed for rank " +
+                    std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
+                    message_of(e),
+                "did rank 0 start, and is MASTER_ADDR:MASTER_PORT reachable?");
   }
-};
-
-std::chrono::milliseconds connect_timeout(std::chrono::milliseconds full) {
-  return std::max(std::chrono::milliseconds(1000), full / 6);
-}
-
-// "192.168.1.5" out of a Gloo device's "tcp, pci=..., iface=eth0, speed=..., addr=[192.168.1.5]".
-std::string device_address(const std::string& device) {
-  const auto at = device.find("addr=[");
-  if (at == std::string::npos) return "";
-  const auto end = device.find(']', at);
-  return end == std::string::npos ? "" : device.substr(at + 6, end - at - 6);
-}
-
-std::string host_name() {
-  char host[256] = {0};
-  ::gethostname(host, sizeof(host) - 1);
-  return host;
-}
-
-// Each rank's host and Gloo address, published before Gloo connects, so that a failed
-// connection can name the rank behind the address in Gloo's message.
-void publish_address(c10d::Store& store, int rank, const std::string& address) {
-  store.set("ctrain/gloo/" + std::to_string(rank), bytes(host_name() + " " + address));
-}
-
-// "rank 1 (host node1, 10.0.0.2)" for the peers whose address `message` names as "[address]";
-// in a two-rank job, the other rank whatever the message says.
-std::string peers_named_in(c10d::Store& store, const LaunchInfo& info, const std::string& message) {
-  std::string named;
-  for (int r = 0; r < info.world_size; ++r) {
-    const std::string key = "ctrain/gloo/" + std::to_string(r);
-    if (r == info.rank || !store.check({key})) continue;
-    const std::string value = text(store.get(key));
-    const auto space = value.rfind(' ');
-    const std::string address = value.substr(space + 1);
-    const bool named_there = !address.empty() && message.find("[" + address + "]") != std::string::npos;
-    if (!named_there && info.world_size != 2) continue;
-    named += (named.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " (host " +
-             value.substr(0, space) + ", " + address + ")";
-  }
-  return named;
+  return store;
 }
 
 }  // namespace
@@ -259,12 +165,9 @@ std::vector<std::pair<std::string, std::string>> nccl_error_handling_env() {
   return {{compat::nccl_blocking_wait_env(), "1"}};
 }
 
-std::vector<std::string> apply_nccl_error_handling_env() {
+std::vector<std::string> apply_nccl_error_handling_env(const LaunchInfo& info) {
   // A user's own choice of either mode, under either name, is left alone.
-  for (const char* v : {"TORCH_NCCL_BLOCKING_WAIT", "NCCL_BLOCKING_WAIT", "TORCH_NCCL_ASYNC_ERROR_HANDLING",
-                        "NCCL_ASYNC_ERROR_HANDLING"}) {
-    if (std::getenv(v) != nullptr) return {};
-  }
+  if (!info.nccl_error_mode.empty()) return {};
   std::vector<std::string> set;
   for (const auto& [name, value] : nccl_error_handling_env()) {
     ::setenv(name.c_str(), value.c_str(), /*overwrite=*/0);
@@ -323,62 +226,15 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
     std::fprintf(stderr, "ctrain: node %s (rank %d): %s\n", host_name().c_str(), info.rank, chosen.c_str());
   }
   auto impl = std::make_unique<Impl>();
-  try {
-    if (info.init_method.rfind("file://", 0) == 0) {
-      impl->store = c10::make_intrusive<c10d::FileStore>(info.init_method.substr(7), info.world_size);
-      impl->store->setTimeout(timeout);
-    } else {
-      c10d::TCPStoreOptions o;
-      o.port = static_cast<uint16_t>(info.master_port);
-      o.isServer = info.rank == 0;
-      o.numWorkers = info.world_size;
-      // handshake() waits for the ranks instead, after publishing the job, so a peer of
-      // another job hears why it is refused rather than timing out.
-      o.waitWorkers = false;
-      o.timeout = timeout;
-      impl->store = c10::make_intrusive<c10d::TCPStore>(info.master_addr, o);
-    }
-  } catch (const std::exception& e) {
-    throw Error("rendezvous at " + info.init_method + " failed for rank " +
-                    std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
-                    message_of(e),
-                "are all ranks started, and is MASTER_ADDR:MASTER_PORT reachable and free?");
-  }
-  try {
-    handshake(*impl->store, info, info.init_method.rfind("tcp://", 0) == 0, timeout);
-  } catch (const Error&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw Error("rendezvous at " + info.init_method + " failed for rank " +
-                    std::to_string(info.rank) + " of " + std::to_string(info.world_size) + ": " +
-                    message_of(e),
-                "did rank 0 start, and is MASTER_ADDR:MASTER_PORT reachable?");
-  }
+  impl->store = rendezvous(info, timeout);
   std::string transport = backend;
   if (backend == "gloo") {
-    auto opts = c10d::ProcessGroupGloo::Options::create(connect_timeout(timeout));
-    opts->devices = devices;
     transport = "gloo over";
-    for (const auto& d : opts->devices) transport += " [" + d->str() + "]";
-    publish_address(*impl->store, info.rank, device_address(devices.front()->str()));
-    try {
-      impl->pg = c10::make_intrusive<GlooBoundedConnect>(impl->store, info.rank, info.world_size, opts, timeout);
-    } catch (const std::exception& e) {
-      const std::string message = message_of(e);
-      std::string peers;
-      try {
-        peers = peers_named_in(*impl->store, info, message);
-      } catch (const std::exception&) {  // the store went with rank 0: the message alone, then
-      }
-      throw Error("rank " + std::to_string(info.rank) + " (host " + host_name() + ") could not connect to " +
-                      (peers.empty() ? std::string("its Gloo peers") : peers) + " over Gloo: " + message,
-                  "did that rank die, or does its address reach this host? Its log says; set "
-                  "GLOO_SOCKET_IFNAME on each node to the interface the others reach it on. "
-                  "--dist-timeout (" + std::to_string(timeout.count() / 1000) + " s) bounds the wait");
-    }
+    for (const auto& d : devices) transport += " [" + d->str() + "]";
+    impl->pg = connect_gloo(impl->store, info, devices, timeout);
   } else {
 #ifdef USE_C10D_NCCL
-    for (const auto& v : apply_nccl_error_handling_env()) transport += (transport == backend ? " (" : ", ") + v;
+    for (const auto& v : apply_nccl_error_handling_env(info)) transport += (transport == backend ? " (" : ", ") + v;
     if (transport != backend) transport += ")";
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;

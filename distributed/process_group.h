@@ -67,7 +67,8 @@ void check_gpus(const LaunchInfo& info, const std::string& device, int gpu_count
 // ProcessGroup::wait() within the timeout, under this LibTorch's variable names.
 std::vector<std::pair<std::string, std::string>> nccl_error_handling_env();
 // Sets it (create() does, before building a NCCL backend) unless the user chose a mode under
-// any name; returns "NAME=VALUE" for each variable set.
-std::vector<std::string> apply_nccl_error_handling_env();
+// any name (info.nccl_error_mode, read by resolve_launch); returns "NAME=VALUE" for each
+// variable set.
+std::vector<std::string> apply_nccl_error_handling_env(const LaunchInfo& info);
 
 }  // namespace ctrain::distributed

@@ -8,13 +8,10 @@
 #include <string>
 #include <vector>
 
+#include "engine/config.h"
+
 namespace ctrain::engine {
 
-enum class Amp { kOff, kBf16, kFp16 };
-
-// "off" | "bf16" | "fp16" (--amp); throws ConfigError naming --amp otherwise.
-Amp parse_amp(const std::string& name);
-const char* amp_name(Amp amp);
 
 // Autocast on `device_type` to `dtype` for the guard's lifetime (torch.autocast as a scope):
 // ops on PyTorch's lower-precision list run in `dtype`, those on its fp32 list in float.

@@ -6,71 +6,17 @@
 
 namespace ctrain::engine {
 
-// ---- mixed precision --------------------------------------------------------------------
-
-Amp parse_amp(const std::string& name) {
-  if (name == "off") return Amp::kOff;
-  if (name == "bf16") return Amp::kBf16;
-  if (name == "fp16") return Amp::kFp16;
-  throw ConfigError("--amp must be off, bf16 or fp16, got '" + name + "'");
-}
-
-const char* amp_name(Amp amp) {
-  switch (amp) {
-    case Amp::kBf16: return "bf16";
-    case Amp::kFp16: return "fp16";
-    default: return "off";
-  }
-}
-
-bool autocast_enabled(c10::DeviceType t) { return compat::autocast_enabled(t); }
-
-AutocastGuard::AutocastGuard(c10::DeviceType device_type, at::ScalarType dtype)
-    : type_(device_type), prev_enabled_(autocast_enabled(device_type)),
-      prev_dtype_(compat::autocast_dtype(device_type)) {
-  compat::set_autocast(type_, true, dtype);
-  at::autocast::increment_nesting();
-}
-
-AutocastGuard::~AutocastGuard() {
-  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-  compat::set_autocast(type_, prev_enabled_, prev_dtype_);
-}
-
-bool GradScaler::unscale(const std::vector<torch::Tensor>& params) const {
-  torch::NoGradGuard no_grad;
-  const double inv = 1.0 / scale_;
-  torch::Tensor found;
-  for (const auto& p : params) {
-    if (!p.grad().defined()) continue;
-    torch::Tensor g = p.mutable_grad();
-    const torch::Tensor bad = g.isfinite().logical_not().any();
-    found = found.defined() ? found.logical_or(bad) : bad;
-    g.mul_(inv);
-  }
-  return found.defined() && found.item<bool>();
-}
-
-void GradScaler::update(bool found_inf) {
-  if (found_inf) {
-    scale_ *= o_.backoff_factor;
-    good_steps_ = 0;
-  } else if (++good_steps_ == o_.growth_interval) {
-    scale_ *= o_.growth_factor;
-    good_steps_ = 0;
-  }
-}
-
 // ---- the optimizer ----------------------------------------------------------------------
 
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
                                                         std::vector<torch::Tensor> params) {
-  if (o.optimizer == "sgd") {
-    return std::make_unique<torch::optim::SGD>(
-        std::move(params),
-        torch::optim::SGDOptions(o.learning_rate).momentum(o.momentum).weight_decay(o.weight_decay));
+  switch (o.optimizer) {
+    case Optimizer::kSgd:
+      break;
   }
-  throw ConfigError("optimizer '" + o.optimizer + "' is not supported (sgd)");
+  return std::make_unique<torch::optim::SGD>(
+      std::move(params),
+      torch::optim::SGDOptions(o.learning_rate).momentum(o.momentum).weight_decay(o.weight_decay));
 }
 
 void zero_grad_to_none(torch::optim::Optimizer& opt) {
@@ -164,8 +110,9 @@ void TrainStep::manual_backward(const torch::Tensor& target, int64_t accumulate)
   model_.backward(grad);
 }
 
-TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor& target,
-                                 bool first, bool last, int64_t accumulate) {
+TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor& target, const MicroBatch& micro) {
+  const bool first = micro.first(), last = micro.last();
+  const int64_t accumulate = micro.accumulate;
   // B = micro-batch size. input: [B, ...] float, target: [B] int64, both copied into the
   // step's own buffers (reallocated only when the shape changes: the last, shorter batch),
   // which give them fixed addresses on a GPU (for a CUDA graph) and the NHWC layout with

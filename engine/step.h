@@ -49,6 +49,17 @@ struct StepOptions {
   int64_t accumulate = 1;
 };
 
+// A micro-batch's place in its accumulation cycle (--accumulate N: N micro-batches make one
+// optimizer step, and only the last of them reduces gradients across ranks; the others are
+// no_sync). The epoch's last step ends its cycle early when the steps do not divide by N.
+struct MicroBatch {
+  int64_t step = 0;         // 0-based step of the epoch
+  int64_t accumulate = 1;   // micro-batches per optimizer step
+  int64_t epoch_steps = 0;  // steps in the epoch (0: not known, no early end)
+  bool first() const { return step % accumulate == 0; }
+  bool last() const { return (step + 1) % accumulate == 0 || step + 1 == epoch_steps; }
+};
+
 struct StepGraphs;  // step_graph_cuda.cpp: per batch shape, buffers and the captured graph
 
 class TrainStep {
@@ -68,10 +79,10 @@ class TrainStep {
     bool updated = false;   // the optimizer stepped (false on a non-last micro-batch, a
                             // dropped one, or an fp16 step with inf/NaN gradients)
   };
-  // One micro-batch of `accumulate`. `first` begins an accumulation cycle (gradients are
-  // zeroed); `last` ends one (gradients are reduced across ranks and the optimizer steps).
-  Result run(const torch::Tensor& input, const torch::Tensor& target, bool first, bool last,
-             int64_t accumulate = 1);
+  // One micro-batch (a whole step by default). The first of a cycle zeroes the gradients; the
+  // last reduces them across ranks and steps the optimizer. `input` and `target` may be on
+  // the host or the device: they are copied once, into the step's own buffers on the device.
+  Result run(const torch::Tensor& input, const torch::Tensor& target, const MicroBatch& micro = {});
 
   // Correct predictions of the accepted micro-batches since reset_correct() (device, int64).
   const torch::Tensor& correct() const { return correct_; }

@@ -48,9 +48,7 @@ struct SweepConfig {
 // code: 0 when the sweep ran to its end (failed trials included), 128 + signal when the sweep
 // itself was stopped (resume it with --resume), 2 when a trial showed the settings are wrong
 // (--metric never written, the program refusing its arguments).
+// A stop signal (core/stop.h, installed by the program) stops the trials and returns.
 int run_sweep(const SweepConfig& cfg, bool resume, std::ostream& out);
-
-// Installs SIGINT/SIGTERM handlers that make run_sweep stop its trials and return.
-void install_sweep_signal_handlers();
 
 }  // namespace ctrain::tune

@@ -11,9 +11,31 @@
 #include "core/torch_error.h"
 #include "distributed/launch.h"
 #include "engine/config.h"
-#include "engine/stop.h"
+#include "apps/common/main.h"
 
 namespace ctrain::apps {
+
+// A flag naming one of `choices` (engine/config.h): converted to the enum here, once; a name
+// not among them is refused naming the flag and the choices.
+template <typename E, size_t N>
+CLI::Option* add_choice(CLI::App& app, const std::string& names, E& value, const engine::Choice<E> (&choices)[N],
+                        const std::string& help) {
+  const CLI::Validator to_enum(
+      [&choices](std::string& in) -> std::string {
+        for (const auto& c : choices) {
+          if (in == c.name) {
+            in = std::to_string(static_cast<int>(c.value));  // CLI11 stores an enum from its number
+            return "";
+          }
+        }
+        return "must be " + engine::choice_list(choices) + ", got '" + in + "'";
+      },
+      "", "");
+  return app.add_option(names, value, help)
+      ->transform(to_enum)
+      ->type_name("TEXT")
+      ->default_str(engine::choice_name(choices, value));  // not the enum's number
+}
 
 // Both spellings of each flag: the reference scripts use underscores, CLIs use dashes.
 inline void add_train_flags(CLI::App& app, engine::TrainConfig& c) {
@@ -28,10 +50,11 @@ inline void add_train_flags(CLI::App& app, engine::TrainConfig& c) {
   app.add_option("--keep-checkpoints,--keep_checkpoints", c.checkpoint.keep, "newest checkpoints kept (0: all)");
   app.add_option("--log-interval,--log_interval", c.log_interval, "steps between progress lines (0: auto)");
   app.add_option("--accumulate", c.dist.accumulate, "micro-batches per optimizer step");
-  app.add_option("--on-nan,--on_nan", c.on_nan, "stop | skip: what a non-finite loss does");
+  add_choice(app, "--on-nan,--on_nan", c.on_nan, engine::kOnNanChoices, "stop | skip: what a non-finite loss does");
   app.add_flag("--cuda-graph,--cuda_graph", c.cuda_graph,
                "capture the training step in a CUDA graph (CUDA, one process; else says why and runs eagerly)");
-  app.add_option("--amp", c.amp, "off | bf16 | fp16: mixed precision (autocast; fp16 adds loss scaling, CUDA only)");
+  add_choice(app, "--amp", c.amp, engine::kAmpChoices,
+             "off | bf16 | fp16: mixed precision (autocast; fp16 adds loss scaling, CUDA only)");
   app.add_option("--bucket-mb,--bucket_mb", c.dist.bucket_mb, "DDP gradient bucket size in MB");
   app.add_option("--dist-timeout,--dist_timeout", c.dist.timeout_s, "seconds before a rendezvous or collective gives up");
 }
@@ -69,30 +92,6 @@ inline int add_common_flags_and_parse(CLI::App& app, engine::TrainConfig& cfg,
   if (int code = parse_or_exit(app, argc, argv); code >= 0) return code;
   cfg.validate();
   return -1;
-}
-
-// Runs `body`, mapping ctrain::ConfigError to exit code 2 (usage) and other errors to 1, each
-// as one clear line prefixed with the program's name. A run stopped by SIGTERM/SIGINT exits
-// 128 + signal, also when the stop surfaced as another error (a rank whose peer stopped first
-// sees its collective fail). Only trainers install the stop handlers (engine/stop.h).
-inline int guarded_main(const char* name, const std::function<int()>& body) {
-  try {
-    return body();
-  } catch (const engine::Stopped& e) {
-    std::cerr << name << ": " << e.what() << "\n";
-    return 128 + engine::stop_signal();
-  } catch (const std::exception& e) {
-    if (engine::stop_signal() != 0) {
-      std::cerr << name << ": stopped by signal " << engine::stop_signal() << " (" << message_of(e) << ")\n";
-      return 128 + engine::stop_signal();
-    }
-    if (dynamic_cast<const ConfigError*>(&e) != nullptr) {
-      std::cerr << name << ": error: " << e.what() << "\n";
-      return 2;
-    }
-    std::cerr << name << ": error: " << message_of(e) << "\n";  // LibTorch's without its backtrace
-    return 1;
-  }
 }
 
 }  // namespace ctrain::apps

@@ -13,6 +13,9 @@
 
 #include "apps/common/cli.h"
 #include "apps/common/models.h"
+#include "apps/common/test_faults.h"
+#include "apps/common/process_policy.h"
+#include "data/decode.h"
 #include "data/gpu_image_folder.h"
 #include "data/image_folder.h"
 #include "data/synthetic.h"
@@ -139,10 +142,16 @@ int run(int argc, char** argv) {
   }
   if (channels_last_on || channels_last_off) a.channels_last = channels_last_on ? 1 : 0;
   if (a.image_size < 16) throw ctrain::ConfigError("--image-size must be at least 16");
-  if (a.batch_size <= 0) throw ctrain::ConfigError("--batch-size must be positive");
-  if (a.workers < 0) throw ctrain::ConfigError("--workers must be >= 0 (0: decode on the training thread)");
-  if (a.prefetch < 1) throw ctrain::ConfigError("--prefetch must be >= 1");
-  if (a.max_image_pixels < 0) throw ctrain::ConfigError("--max-image-pixels must be >= 0 (0: no limit)");
+  ctrain::data::LoaderOptions lo;
+  lo.batch_size = a.batch_size;
+  lo.workers = a.workers;
+  lo.prefetch_batches = a.prefetch;
+  lo.cache_decoded = a.cache_decoded;
+  lo.skip_bad_images = a.skip_bad;
+  lo.reduced_decode = !a.full_decode;
+  lo.max_image_pixels = a.max_image_pixels;
+  lo.seed = static_cast<uint64_t>(cfg.seed);
+  lo.validate();  // before any data is read
   if (a.synthetic < 0) throw ctrain::ConfigError("--synthetic-data must be >= 0 (0: read --data-dir)");
   if (a.data_dir.empty() == (a.synthetic == 0)) {
     throw ctrain::ConfigError(a.synthetic == 0 ? "--data-dir is required: the folder with train/ and val/"
@@ -184,16 +193,7 @@ int run(int argc, char** argv) {
     val_src = std::make_unique<ctrain::data::SyntheticSource>(n_val, a.batch_size, a.image_size, n_classes,
                                                               rank, world, seed + 1, rt.device, /*pad=*/false);
   } else {
-    ctrain::data::LoaderOptions lo;
-    lo.batch_size = a.batch_size;
-    lo.workers = a.workers;
-    lo.prefetch_batches = a.prefetch;
-    lo.cache_decoded = a.cache_decoded;
-    lo.skip_bad_images = a.skip_bad;
     lo.pin_memory = rt.device.is_cuda();
-    lo.reduced_decode = !a.full_decode;
-    lo.max_image_pixels = a.max_image_pixels;
-    lo.seed = static_cast<uint64_t>(cfg.seed);
     n_train = static_cast<int64_t>(train_idx->samples.size());
     n_val = static_cast<int64_t>(val_idx->samples.size());
     ctrain::data::ShardSampler train_sampler(n_train, rank, world, cfg.seed, /*shuffle=*/true);
@@ -201,7 +201,7 @@ int run(int argc, char** argv) {
     std::tie(gpu_decode, decode_why) = choose_decoder(a, rt.device);
     if (gpu_decode) {  // batches arrive on the device in the step's layout and precision
       // bf16 for the autocast step under --amp bf16; evaluation runs without autocast: float32.
-      const ctrain::data::GpuLoaderOptions train_go{cfg.channels_last, cfg.amp == "bf16"};
+      const ctrain::data::GpuLoaderOptions train_go{cfg.channels_last, cfg.amp == ctrain::engine::Amp::kBf16};
       const ctrain::data::GpuLoaderOptions val_go{cfg.channels_last, false};
       try {
         train_src = std::make_unique<ctrain::data::GpuImageFolderSource>(*train_idx, train_tf, train_sampler, lo,
@@ -259,6 +259,7 @@ int run(int argc, char** argv) {
        {"image_size", a.image_size}, {"mean", train_tf.mean}, {"std", train_tf.stdev}}};
 
   ctrain::engine::TrainHooks hooks;
+  ctrain::apps::install_test_faults(hooks, rt);
   hooks.app_config = {{"data_dir", a.data_dir}, {"synthetic_data", a.synthetic}, {"batch_size", a.batch_size},
                       {"pretrained", a.pretrained}, {"freeze_backbone", a.freeze_backbone}};
   hooks.on_epoch = [](const ctrain::engine::EpochStats& s) {
@@ -304,6 +305,11 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ctrain::engine::install_stop_handlers();  // SIGTERM stops at the next step boundary
+  // Process-wide policy, set here rather than by a library: freed memory stays for the next
+  // step, the loader's threads are the decode parallelism (no OpenCV pool beneath them), and
+  // SIGTERM stops at the next step boundary.
+  ctrain::apps::keep_freed_memory();
+  ctrain::data::use_single_threaded_backend();
+  ctrain::install_stop_handlers();
   return ctrain::apps::guarded_main("ctrain-birds", [&] { return run(argc, argv); });
 }

