@@ -172,7 +172,7 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model, data::Ba
   // A launcher restart (TORCHELASTIC_RESTART_COUNT > 0) continues from the checkpoints.
   if (rt.launch.restart_count > 0 && cfg.checkpoint.resume_from.empty()) cfg.checkpoint.resume = true;
   const nlohmann::json config = run_config(cfg, rt, hooks);
-  Checkpointer checkpointer(cfg, rt, *model.module, model.spec, config);
+  Checkpointer checkpointer(cfg, rt, *model.module, model.spec.to_json(), config);
   // Once, resolved, when the output directory and the resume point are settled.
   if (rt.is_rank0()) std::cout << "config: " << config.dump() << std::endl;
 

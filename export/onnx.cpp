@@ -11,6 +11,9 @@
 #include "core/fs.h"
 
 namespace ctrain::exporter {
+
+bool onnx_available() { return true; }
+
 namespace {
 
 // Builds the graph node by node; every tensor it references must exist in the module.

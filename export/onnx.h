@@ -13,6 +13,10 @@
 
 namespace ctrain::exporter {
 
+// Whether this ctrain writes ONNX: false in a build without libonnx (onnx_none.cpp), where
+// export_onnx and verify_onnx throw ctrain::Error saying so.
+bool onnx_available();
+
 struct OnnxOptions {
   int64_t opset = 17;
   // Extra metadata_props (class names, input size, mean/std, ctrain version come from the spec).

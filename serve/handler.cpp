@@ -15,8 +15,7 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 }
 
 Handler::Handler(engine::Model model, torch::Device device)
-    : spec_(models::ModelSpec::from_json(model.spec)), model_(std::move(model)), device_(device) {
-  model_.spec = spec_.to_json();  // what /metadata shows: the fields as validated
+    : spec_(models::ModelSpec::from_json(model.spec.to_json())), model_(std::move(model)), device_(device) {
   input_shape_ = spec_.input_shape();
   if (spec_.is_mlp()) {
     const int64_t in = spec_.in_features;
@@ -46,7 +45,7 @@ nlohmann::json Handler::metadata() const {
     types.push_back("image/jpeg");
     types.push_back("image/png");
   }
-  return {{"spec", model_.spec},
+  return {{"spec", spec_.to_json()},
           {"classes", classes_},
           {"input_shape", batch_shape},
           {"content_types", types},

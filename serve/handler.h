@@ -40,7 +40,6 @@ class Handler {
   // One input's shape: {784} for the MNIST DNN, {3, 224, 224} for a ResNet.
   const std::vector<int64_t>& input_shape() const { return input_shape_; }
   const std::vector<std::string>& classes() const { return classes_; }
-  const nlohmann::json& spec() const { return model_.spec; }  // model_spec().to_json()
   const models::ModelSpec& model_spec() const { return spec_; }
   // What GET /metadata answers: spec, classes, input shape, accepted content types.
   nlohmann::json metadata() const;

@@ -1,6 +1,6 @@
 #pragma once
-// Rebuilding a model from the (validated) spec every checkpoint carries, and the trainers' final ONNX
-// step. Header-only, included by one translation unit per app.
+// Loading a model from the (validated) spec every checkpoint carries (models::build_model), and
+// the trainers' final ONNX step. Header-only, included by one translation unit per app.
 #include <torch/torch.h>
 
 #include <cstdio>
@@ -8,34 +8,14 @@
 #include "core/error.h"
 #include "engine/checkpoint.h"
 #include "engine/model.h"
-#include "models/mlp.h"
-#include "models/resnet.h"
+#include "models/model.h"
 #include "models/spec.h"
 #include "tracking/report.h"
 
 #include <filesystem>
-#include "export/onnx.h"  // declarations only: the library is linked where CTRAIN_WITH_ONNX
+#include "export/onnx.h"  // onnx_none.cpp where this ctrain has no libonnx
 
 namespace ctrain::apps {
-
-// A freshly initialised model of `spec` (validated: models::ModelSpec::from_json). The
-// engine::Model carries spec.to_json(), which checkpoints save.
-inline engine::Model build_model(const models::ModelSpec& spec) {
-  if (spec.is_mlp()) {
-    models::MlpOptions o;
-    o.in_features = spec.in_features;
-    o.hidden1 = spec.hidden1;
-    o.hidden2 = spec.hidden2;
-    o.num_classes = spec.num_classes;
-    models::Mlp m(o);
-    return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec.to_json()};
-  }
-  if (models::is_resnet_arch(spec.arch)) {
-    models::ResNet m(models::ResNetOptions{spec.arch, spec.num_classes});
-    return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec.to_json()};
-  }
-  throw Error("unknown model architecture '" + spec.arch + "' in the model spec");
-}
 
 // The validated spec of a ctrain model.pt or checkpoint (checksum verified); throws
 // ctrain::Error naming `path` and the bad field.
@@ -45,35 +25,22 @@ inline models::ModelSpec read_model_spec(const std::string& path) {
 
 // A trained model from a ctrain model.pt or checkpoint (checksum and spec verified), on the CPU.
 inline engine::Model load_model(const std::string& path) {
-  engine::Model model = build_model(read_model_spec(path));
+  engine::Model model = models::build_model(read_model_spec(path));
   engine::checkpoint_load(path, *model.module, nullptr);
   return model;
 }
 
-inline bool onnx_available() {
-#ifdef CTRAIN_WITH_ONNX
-  return true;
-#else
-  return false;
-#endif
-}
-
 // Exports `model` to `onnx_path` (onnx::checker and shape inference pass first) and compares
 // the file's outputs with LibTorch's on `sample` (a batch of real inputs) where an ONNX
-// runtime is built in. Throws ctrain::Error on failure.
+// runtime is built in. Throws ctrain::Error on failure (also in a build without libonnx).
 inline exporter::VerifyResult export_and_verify(engine::Model& model, const std::string& onnx_path,
                                                 const torch::Tensor& sample, double tolerance = 1e-4) {
-#ifdef CTRAIN_WITH_ONNX
   torch::NoGradGuard no_grad;
   model.module->eval();
   const auto device = model.module->parameters().front().device();
   const torch::Tensor expected = model.forward(sample.to(device)).cpu();
-  exporter::export_onnx(*model.module, model.spec, onnx_path);
+  exporter::export_onnx(*model.module, model.spec.to_json(), onnx_path);
   return exporter::verify_onnx(onnx_path, sample.cpu(), expected, tolerance);
-#else
-  (void)model, (void)onnx_path, (void)sample, (void)tolerance;
-  throw Error("this ctrain was built without ONNX export (needs libonnx-dev)");
-#endif
 }
 
 // One line for a user: what was verified, or that the runtime comparison was skipped.
@@ -95,7 +62,7 @@ inline std::string describe_verification(const std::string& path, const exporter
 // outputs/model.onnx and verified on `sample`.
 inline void export_final_model(engine::Model& model, const std::string& output_dir,
                                const torch::Tensor& sample) {
-  if (!onnx_available()) {
+  if (!exporter::onnx_available()) {
     std::printf("ONNX export skipped: this ctrain was built without libonnx-dev\n");
     return;
   }

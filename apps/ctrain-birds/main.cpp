@@ -5,6 +5,7 @@
 // Wiring only: flags -> config -> data + model -> engine::train().
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -250,13 +251,17 @@ int run(int argc, char** argv) {
     return 0;
   }
 
-  ctrain::models::ResNet net(ctrain::models::ResNetOptions{a.arch, n_classes});
+  ctrain::models::ModelSpec spec;
+  spec.arch = a.arch;
+  spec.num_classes = n_classes;
+  spec.classes = classes;
+  spec.image_size = a.image_size;
+  std::copy(train_tf.mean.begin(), train_tf.mean.end(), spec.mean.begin());
+  std::copy(train_tf.stdev.begin(), train_tf.stdev.end(), spec.stdev.begin());
+  ctrain::engine::Model model = ctrain::models::build_model(spec);
+  ctrain::models::ResNet net(std::dynamic_pointer_cast<ctrain::models::ResNetImpl>(model.module));
   if (!a.pretrained.empty()) load_pretrained(a, net, n_classes, rt.is_rank0());
   if (a.freeze_backbone) net->freeze_backbone();
-  ctrain::engine::Model model{
-      net.ptr(), [net](const torch::Tensor& x) mutable { return net->forward(x); },
-      {{"arch", a.arch}, {"num_classes", n_classes}, {"classes", classes},
-       {"image_size", a.image_size}, {"mean", train_tf.mean}, {"std", train_tf.stdev}}};
 
   ctrain::engine::TrainHooks hooks;
   ctrain::apps::install_test_faults(hooks, rt);

@@ -7,6 +7,7 @@
 
 #include "apps/common/cli.h"
 #include "apps/common/models.h"
+#include "models/resnet.h"
 #include "models/spec.h"
 #include "models/weights.h"
 
@@ -47,7 +48,7 @@ int run(int argc, char** argv) {
   ctrain::models::ModelSpec spec;
   if (!checkpoint.empty()) {
     model = ctrain::apps::load_model(checkpoint);  // its spec validated
-    spec = ctrain::models::ModelSpec::from_json(model.spec, checkpoint);
+    spec = model.spec;
   } else {
     if (!ctrain::models::is_resnet_arch(arch)) {
       throw ctrain::ConfigError("--weights needs --arch resnet18, resnet34 or resnet50");
@@ -55,7 +56,7 @@ int run(int argc, char** argv) {
     spec.arch = arch;  // ImageNet's mean and std, as torchvision/timm weights expect
     spec.num_classes = num_classes;
     spec.image_size = image_size;
-    model = ctrain::apps::build_model(spec);
+    model = ctrain::models::build_model(spec);
     ctrain::models::import_weights(*model.module, ctrain::models::read_safetensors(weights), {}, weights);
   }
   model.module->eval();
@@ -67,7 +68,7 @@ int run(int argc, char** argv) {
   };
   if (!verify) {
     torch::NoGradGuard no_grad;
-    ctrain::exporter::export_onnx(*model.module, model.spec, onnx_path);
+    ctrain::exporter::export_onnx(*model.module, model.spec.to_json(), onnx_path);
     std::printf("wrote %s\n", onnx_path.c_str());
     return 0;
   }

@@ -54,19 +54,13 @@ int run(int argc, char** argv) {
   ctrain::engine::Runtime rt = ctrain::engine::init_runtime(cfg, dist);
   const int64_t rank = rt.launch.rank, world = rt.launch.world_size;
 
-  ctrain::models::MlpOptions mo;
-  mo.in_features = mnist.rows * mnist.cols;
-  mo.hidden1 = a.hidden1;
-  mo.hidden2 = a.hidden2;
-  mo.num_classes = ctrain::data::kMnistClasses;
-  ctrain::models::Mlp mlp(mo);
-  ctrain::engine::Model model{
-      mlp.ptr(), [mlp](const torch::Tensor& x) mutable { return mlp->forward(x); },
-      {{"arch", "mlp"}, {"in_features", mo.in_features}, {"hidden1", mo.hidden1},
-       {"hidden2", mo.hidden2}, {"num_classes", mo.num_classes}}};
-  auto manual = std::make_shared<ctrain::models::MlpManualGrad>(mlp);
-  model.train_forward = [manual](const torch::Tensor& x) { return manual->forward(x); };
-  model.backward = [manual](const torch::Tensor& g) { manual->backward(g); };
+  ctrain::models::ModelSpec spec;
+  spec.arch = "mlp";
+  spec.in_features = mnist.rows * mnist.cols;
+  spec.hidden1 = a.hidden1;
+  spec.hidden2 = a.hidden2;
+  spec.num_classes = ctrain::data::kMnistClasses;
+  ctrain::engine::Model model = ctrain::models::build_model(spec);  // with the MLP's own gradients
 
   // --batch-size is per process: the global batch is world_size x batch size.
   ctrain::data::TensorBatchSource train_data(

@@ -77,7 +77,7 @@ int run(int argc, char** argv) {
   // two-threaded one; the MLP gains from large batches in one instance. On CUDA one
   // instance, large batches.
   const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  const bool conv_on_cpu = dev.is_cpu() && served.model.spec.value("arch", "") != "mlp";
+  const bool conv_on_cpu = dev.is_cpu() && !served.model.spec.is_mlp();
   if (o.batcher.instances == 0) o.batcher.instances = conv_on_cpu ? std::min(2, cores) : 1;
   if (o.batcher.max_batch == 0) o.batcher.max_batch = conv_on_cpu ? 4 : 32;
   if (threads == 0 && dev.is_cpu()) threads = std::max(1, cores / o.batcher.instances);

@@ -11,10 +11,17 @@
 namespace ctrain::engine {
 namespace {
 
+models::ModelSpec spec_of(const std::string& arch) {
+  models::ModelSpec s;
+  s.arch = arch;
+  return s;
+}
+
+// Autograd only: no hand-written gradients.
 Model mlp_model(uint64_t seed) {
   torch::manual_seed(seed);
   models::Mlp m(models::MlpOptions{12, 8, 6, 3});
-  return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, {{"arch", "mlp"}}};
+  return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }, spec_of("mlp"), {}, {}};
 }
 
 std::pair<torch::Tensor, torch::Tensor> batch(int64_t n, uint64_t seed) {
@@ -74,7 +81,7 @@ TEST(MicroBatchTest, CyclesOfAccumulateEndEarlyAtTheEpochsEnd) {
 TEST(TrainStepTest, ManualBackwardIsBitwiseAutograd) {
   torch::manual_seed(4);
   models::Mlp net(models::MlpOptions{12, 8, 6, 3});
-  Model manual{net.ptr(), [net](const torch::Tensor& x) mutable { return net->forward(x); }, {{"arch", "mlp"}}};
+  Model manual{net.ptr(), [net](const torch::Tensor& x) mutable { return net->forward(x); }, spec_of("mlp"), {}, {}};
   auto grads = std::make_shared<models::MlpManualGrad>(net);
   manual.train_forward = [grads](const torch::Tensor& x) { return grads->forward(x); };
   manual.backward = [grads](const torch::Tensor& g) { grads->backward(g); };
@@ -122,7 +129,7 @@ TEST(TrainStepTest, ChannelsLastTrainsLikeContiguous) {
                                      torch::nn::BatchNorm2d(8), torch::nn::ReLU(),
                                      torch::nn::AdaptiveAvgPool2d(1), torch::nn::Flatten(), torch::nn::Linear(8, 3));
     if (channels_last) to_channels_last(*net.ptr());
-    return Model{net.ptr(), [net](const torch::Tensor& x) mutable { return net->forward(x); }, {{"arch", "conv"}}};
+    return Model{net.ptr(), [net](const torch::Tensor& x) mutable { return net->forward(x); }, spec_of("conv"), {}, {}};
   };
   Model a = conv_model(false), b = conv_model(true);
   const torch::Tensor w = b.module->parameters()[0];

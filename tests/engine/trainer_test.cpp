@@ -44,8 +44,9 @@ struct MnistRun {
       return std::optional<std::string>();  // a single process whatever the environment
     });
     mlp = models::Mlp(models::MlpOptions{});
-    model = Model{mlp.ptr(), [m = mlp](const torch::Tensor& x) mutable { return m->forward(x); },
-                  {{"arch", "mlp"}}};
+    models::ModelSpec spec;
+    spec.arch = "mlp";
+    model = Model{mlp.ptr(), [m = mlp](const torch::Tensor& x) mutable { return m->forward(x); }, spec, {}, {}};
     train = std::make_unique<data::TensorBatchSource>(
         d.train.images, d.train.labels, 32,
         data::ShardSampler(d.train.images.size(0), 0, 1, cfg.seed, true));

@@ -12,6 +12,8 @@
 #include <string>
 
 #include "apps/common/models.h"
+#include "models/mlp.h"
+#include "models/resnet.h"
 #include "engine/checkpoint.h"
 #include "tests/support/fixtures.h"
 
