@@ -109,7 +109,7 @@ class Sweep {
       records_[id] = r;
     }
     for (auto& [id, t] : trials_) {
-      read_metrics(t, trial_dir(t.id) / "metrics.jsonl", c_.metric, out_, fatal_);
+      read_new_metrics(t);
       if (!t.finished && !t.paused) pending_restart_.push_back(id);
     }
     int64_t done = static_cast<int64_t>(finished_order_.size());
@@ -118,6 +118,10 @@ class Sweep {
   }
 
   // ---- trials ------------------------------------------------------------------------------
+  void read_new_metrics(Trial& t) {
+    read_metrics(t, trial_dir(t.id) / "metrics.jsonl", c_.metric, out_, fatal_);
+  }
+
   fs::path trial_dir(int64_t id) const { return store_.trial_dir(id); }
 
   std::vector<std::string> command(const Trial& t, bool resume) const {
@@ -213,7 +217,7 @@ class Sweep {
     --running_;
     t.seconds += std::chrono::duration<double>(Clock::now() - t.started).count();
     journal({{"event", "seconds"}, {"trial", t.id}, {"seconds", t.seconds}});
-    read_metrics(t, trial_dir(t.id) / "metrics.jsonl", c_.metric, out_, fatal_);
+    read_new_metrics(t);
     if (interrupted_) return;  // the sweep itself is stopping: --resume continues this trial
     ExitFacts f;
     f.code = code;
@@ -311,7 +315,7 @@ class Sweep {
       reap();
       for (auto& [id, t] : trials_) {
         if (!t.process.running()) continue;
-        read_metrics(t, trial_dir(t.id) / "metrics.jsonl", c_.metric, out_, fatal_);
+        read_new_metrics(t);
         if (!fatal_.empty()) break;
         apply_policy(t);
         if (t.stopping && !t.killed && Clock::now() - t.stop_sent > std::chrono::duration<double>(c_.stop_grace_s)) {

@@ -1,26 +1,15 @@
 #pragma once
 // The main() wrapper every program shares: one line per error, the exit codes scripts rely on.
-// It knows core/ only, so programs that link no LibTorch (ctrain-sweep) use it too.
+// It knows core/ only (no engine), so every program uses it, ctrain-sweep included.
 #include <functional>
 #include <iostream>
 #include <string>
 
 #include "core/error.h"
 #include "core/stop.h"
-#if __has_include(<c10/util/Exception.h>)
 #include "core/torch_error.h"
-#endif
 
 namespace ctrain::apps {
-
-// An error's message, without LibTorch's C++ backtrace where the program links LibTorch.
-inline std::string error_text(const std::exception& e) {
-#if __has_include(<c10/util/Exception.h>)
-  return message_of(e);
-#else
-  return e.what();
-#endif
-}
 
 // Runs `body`, mapping ctrain::ConfigError to exit code 2 (usage) and other errors to 1, each
 // as one clear line prefixed with the program's name. A run stopped by SIGTERM/SIGINT exits
@@ -38,10 +27,10 @@ inline int guarded_main(const char* name, const std::function<int()>& body) {
       return 2;
     }
     if (stop_signal() != 0) {
-      std::cerr << name << ": stopped by signal " << stop_signal() << " (" << error_text(e) << ")\n";
+      std::cerr << name << ": stopped by signal " << stop_signal() << " (" << message_of(e) << ")\n";
       return 128 + stop_signal();
     }
-    std::cerr << name << ": error: " << error_text(e) << "\n";
+    std::cerr << name << ": error: " << message_of(e) << "\n";
     return 1;
   }
 }

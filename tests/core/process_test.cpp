@@ -8,6 +8,7 @@
 #include <chrono>
 #include <fstream>
 #include <string>
+#include <utility>
 
 #include "../support/fixtures.h"
 
@@ -17,6 +18,13 @@ namespace {
 using ctrain::testing::TempDir;
 using ctrain::testing::poll_until;
 using ctrain::testing::read_text;
+
+// A log file in `dir` for a child's output: its path, and an fd (close-on-exec, as
+// SpawnOptions::output_fd wants) the test closes.
+std::pair<std::string, int> open_log(const TempDir& dir) {
+  const std::string log = (dir.path() / "log").string();
+  return {log, ::open(log.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644)};
+}
 
 TEST(ProcessTest, ExitCodesAreTheShellsOnes) {
   EXPECT_EQ(Process::spawn({"sh", "-c", "exit 3"}).wait(), 3);
@@ -28,8 +36,8 @@ TEST(ProcessTest, ExitCodesAreTheShellsOnes) {
 
 TEST(ProcessTest, AProgramThatCannotRunExits127SayingWhy) {
   TempDir dir;
-  const std::string log = (dir.path() / "log").string();
-  const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  const auto [log, fd] = open_log(dir);
+  ASSERT_GE(fd, 0) << log;
   SpawnOptions o;
   o.output_fd = fd;
   o.who = "tester";
@@ -42,8 +50,8 @@ TEST(ProcessTest, AProgramThatCannotRunExits127SayingWhy) {
 // the end without blocking.
 TEST(ProcessTest, EnvironmentOutputAndPoll) {
   TempDir dir;
-  const std::string log = (dir.path() / "log").string();
-  const int fd = ::open(log.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  const auto [log, fd] = open_log(dir);
+  ASSERT_GE(fd, 0) << log;
   SpawnOptions o;
   o.output_fd = fd;
   o.env = {{"CTRAIN_PROCESS_TEST", "seen"}};
