@@ -71,9 +71,14 @@ TEST(LaunchTest, MultiNodeRanks) {
 }
 
 TEST(LaunchTest, AFailingRankStopsTheOthersAndSetsTheExitCode) {
-  // Rank 0 would sleep a minute; it says when the launcher's SIGTERM stops it.
+  // Rank 0 would sleep a minute; it says when the launcher's SIGTERM stops it. Rank 1 fails only
+  // once rank 0's trap is in place (the file `ready`), or the SIGTERM could end rank 0's shell
+  // before it has a trap to say so.
+  TempDir dir;
+  const std::string ready = dir / "ready";
   const auto r = run_command(launch(
-      2, "sh -c 'if [ $RANK = 1 ]; then exit 3; fi; trap \"echo stopped by SIGTERM; exit 143\" TERM; sleep 60 & wait'"));
+      2, "sh -c 'if [ $RANK = 1 ]; then while [ ! -e " + ready + " ]; do sleep 0.02; done; exit 3; fi; "
+         "trap \"echo stopped by SIGTERM; exit 143\" TERM; touch " + ready + "; sleep 60 & wait'"));
   EXPECT_EQ(r.exit_code, 3) << r.output;
   EXPECT_NE(r.output.find("[rank 0] stopped by SIGTERM"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("rank 1 exited with code 3"), std::string::npos) << r.output;
