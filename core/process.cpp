@@ -1,6 +1,7 @@
 #include "core/process.h"
 
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -8,10 +9,30 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <sstream>
 
 #include "core/error.h"
 
 namespace ctrain {
+namespace {
+
+bool executable_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
+}
+
+}  // namespace
+
+bool executable_on(const std::string& program, const std::string& search_path) {
+  if (program.empty()) return false;
+  if (program.find('/') != std::string::npos) return executable_file(program);
+  std::istringstream dirs(search_path);
+  for (std::string d; std::getline(dirs, d, ':');) {
+    if (executable_file((std::filesystem::path(d.empty() ? "." : d) / program).string())) return true;
+  }
+  return false;
+}
 
 Process Process::spawn(const std::vector<std::string>& argv, const SpawnOptions& options) {
   if (argv.empty()) throw Error("no command to start");

@@ -26,6 +26,12 @@ struct SpawnOptions {
   std::string who = "ctrain";
 };
 
+// Whether execvp would find `program` and could run it: a path (containing '/') to an
+// executable regular file, or a name of one in a directory of `search_path` (PATH's syntax;
+// an empty entry is the current directory). The caller passes PATH: nothing here reads the
+// environment. A directory has its x bit too and fails at exec (EACCES): it is not executable.
+bool executable_on(const std::string& program, const std::string& search_path);
+
 class Process {
  public:
   Process() = default;

@@ -20,6 +20,7 @@
 #include "data/decode.h"
 #include "data/gpu_plan.h"
 #include "data/nvjpeg_decoder.h"
+#include "data/nvjpeg_library.h"
 #include "data/ordered_pool.h"
 
 namespace ctrain::data {
@@ -59,6 +60,8 @@ void check_cuda(cudaError_t e, const char* what) {
 }
 
 }  // namespace
+
+void set_nvjpeg_library(const std::string& path) { nvjpeg::set_library_path(path); }
 
 std::string gpu_pipeline_unavailable(const torch::Device& device) {
   if (!device.is_cuda()) return "the device is " + device.str() + ", not CUDA";

@@ -23,6 +23,11 @@ namespace ctrain::data {
 // build, libnvjpeg does not load, not a CUDA device).
 std::string gpu_pipeline_unavailable(const torch::Device& device);
 
+// A libnvjpeg file to try before the usual places (ctrain-birds passes $CTRAIN_NVJPEG_LIBRARY);
+// takes effect if called before the first gpu_pipeline_unavailable() or GPU source. Does
+// nothing in a build without the GPU pipeline.
+void set_nvjpeg_library(const std::string& path);
+
 struct GpuLoaderOptions {
   bool channels_last = false;  // batches in NHWC memory (the step's channels-last input)
   bool bfloat16 = false;       // batches in bf16 (--amp bf16), else float32

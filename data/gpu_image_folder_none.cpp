@@ -11,6 +11,8 @@ std::string gpu_pipeline_unavailable(const torch::Device& device) {
          "nvjpeg.h at configure time; see README, Build options)";
 }
 
+void set_nvjpeg_library(const std::string&) {}
+
 struct GpuImageFolderSource::Impl {};
 
 GpuImageFolderSource::GpuImageFolderSource(ImageFolderIndex, ImageTransform, ShardSampler, LoaderOptions,

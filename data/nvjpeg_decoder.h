@@ -18,9 +18,11 @@
 
 namespace ctrain::data {
 
-// Why libnvjpeg cannot be used here ("" when it loads): tries dlopen("libnvjpeg.so.13"), then
-// "libnvjpeg.so"; the reason names what was tried and dlerror(), or the function the library
-// lacks. Thread-safe, loads once (and never unloads: decoders may live until exit).
+// Why libnvjpeg cannot be used here ("" when it loads): tries set_nvjpeg_library()'s file
+// (data/gpu_image_folder.h), dlopen("libnvjpeg.so.13"), "libnvjpeg.so", then the places
+// data/nvjpeg_library.cpp lists; the reason names what was tried and dlerror(), or the
+// function the library lacks. Thread-safe, loads once (and never unloads: decoders may live
+// until exit).
 std::string nvjpeg_unavailable_reason();
 
 // One image to decode: its encoded bytes and the rectangle of the stored image (EXIF

@@ -20,7 +20,7 @@
 #include "core/json.h"
 #include "engine/checkpoint.h"
 #include "models/spec.h"
-#include "tracking/report.h"
+#include "tracking/jsonl.h"
 
 namespace fs = std::filesystem;
 

@@ -38,7 +38,8 @@ struct SweepConfig {
   double stop_grace_s = 30;        // seconds between a trial's SIGTERM and SIGKILL
 
   // Parses the parameters and checks every setting; throws ConfigError naming the flag.
-  void validate() const;
+  // `search_path`: the PATH the trials are started with, on which --program must be found.
+  void validate(const std::string& search_path) const;
   nlohmann::json to_json() const;
   static SweepConfig from_json(const nlohmann::json& j);  // throws ConfigError on a bad file
 };

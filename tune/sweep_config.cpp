@@ -1,46 +1,19 @@
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <cmath>
-#include <cstdlib>
 #include <filesystem>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
+#include "core/process.h"
 #include "tune/sampler.h"
 #include "tune/sweep.h"
 #include "tune/trial.h"
 
 namespace ctrain::tune {
-namespace {
 
-namespace fs = std::filesystem;
-
-// An executable regular file: a directory has its x bit too, and execvp fails on it in every
-// trial (EACCES), which would make a sweep of failed trials that exits 0.
-bool executable_file(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), X_OK) == 0;
-}
-
-// Whether `prog` names an executable (a path, or a name on PATH), as execvp will look for it.
-bool executable(const std::string& prog) {
-  if (prog.find('/') != std::string::npos) return executable_file(prog);
-  const char* path = std::getenv("PATH");
-  std::istringstream dirs(path ? path : "");
-  for (std::string d; std::getline(dirs, d, ':');) {
-    if (executable_file((fs::path(d.empty() ? "." : d) / prog).string())) return true;
-  }
-  return false;
-}
-
-}  // namespace
-
-void SweepConfig::validate() const {
+void SweepConfig::validate(const std::string& search_path) const {
   const auto words = split_words(program);
   if (words.empty()) throw ConfigError("--program is required: the trainer to run per trial (build/bin/ctrain-mnist)");
-  if (!executable(words[0])) {
+  if (!executable_on(words[0], search_path)) {
     throw ConfigError("--program " + words[0] + ": not found or not executable", "give a path such as build/bin/ctrain-mnist");
   }
   if (goal != "maximize" && goal != "minimize") throw ConfigError("--goal must be maximize or minimize, got '" + goal + "'");

@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
-#include "tracking/report.h"
+#include "tracking/jsonl.h"
 #include "tune/sweep.h"
 #include "tune/trial.h"
 

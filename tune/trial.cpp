@@ -18,7 +18,7 @@
 
 #include "core/error.h"
 #include "core/json.h"
-#include "tracking/report.h"
+#include "tracking/jsonl.h"
 
 namespace ctrain::tune {
 

@@ -9,8 +9,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "apps/common/cli.h"
 #include "apps/common/models.h"
@@ -93,17 +98,16 @@ std::string minutes_seconds(double s) {
   return buf;
 }
 
-int run(int argc, char** argv) {
-  ctrain::engine::TrainConfig cfg;
+// The flags, parsed into the trainer's config and the birds' own arguments; a code >= 0 when
+// the program should exit with it (--help, a bad flag).
+int parse_flags(int argc, char** argv, ctrain::engine::TrainConfig& cfg, ctrain::distributed::DistFlags& dist,
+                BirdsArgs& a, bool& no_onnx) {
   cfg.epochs = 25;
   cfg.optim.learning_rate = 0.001;
   cfg.optim.momentum = 0.9;
   cfg.optim.lr_step_size = 7;
   cfg.optim.lr_gamma = 0.1;
   cfg.keep_best = true;
-  ctrain::distributed::DistFlags dist;
-  BirdsArgs a;
-
   CLI::App app{"ctrain-birds: fine-tune a ResNet on an image folder (data_dir/{train,val}/<class>/*)"};
   // A repeated flag takes its last value, as argparse does in the reference scripts.
   app.option_defaults()->always_capture_default()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -137,11 +141,15 @@ int run(int argc, char** argv) {
                  "where JPEGs are decoded and augmented: gpu (nvJPEG + one CUDA kernel), cpu (--workers "
                  "threads), auto (gpu when the device is CUDA and libnvjpeg loads)")
       ->check(CLI::IsMember({"gpu", "cpu", "auto"}));
-  bool no_onnx = false;
   if (int code = ctrain::apps::add_common_flags_and_parse(app, cfg, dist, no_onnx, argc, argv); code >= 0) {
     return code;
   }
   if (channels_last_on || channels_last_off) a.channels_last = channels_last_on ? 1 : 0;
+  return -1;
+}
+
+// The loader's options from the flags, and the birds' own checks: all before any data is read.
+ctrain::data::LoaderOptions loader_options(const BirdsArgs& a, const ctrain::engine::TrainConfig& cfg) {
   if (a.image_size < 16) throw ctrain::ConfigError("--image-size must be at least 16");
   ctrain::data::LoaderOptions lo;
   lo.batch_size = a.batch_size;
@@ -152,7 +160,7 @@ int run(int argc, char** argv) {
   lo.reduced_decode = !a.full_decode;
   lo.max_image_pixels = a.max_image_pixels;
   lo.seed = static_cast<uint64_t>(cfg.seed);
-  lo.validate();  // before any data is read
+  lo.validate();
   if (a.synthetic < 0) throw ctrain::ConfigError("--synthetic-data must be >= 0 (0: read --data-dir)");
   if (a.data_dir.empty() == (a.synthetic == 0)) {
     throw ctrain::ConfigError(a.synthetic == 0 ? "--data-dir is required: the folder with train/ and val/"
@@ -161,148 +169,194 @@ int run(int argc, char** argv) {
   if (!ctrain::models::is_resnet_arch(a.arch)) {
     throw ctrain::ConfigError("--arch must be resnet18, resnet34 or resnet50, got '" + a.arch + "'");
   }
+  return lo;
+}
 
-  // Data first: bad folders fail before anything in --output-dir is touched.
+// The two image folders, indexed and checked against each other (absent for --synthetic-data).
+struct Folders {
   std::vector<std::string> classes = {"class0", "class1"};  // --synthetic-data
-  std::optional<ctrain::data::ImageFolderIndex> train_idx, val_idx;
-  if (a.synthetic == 0) {
-    train_idx = ctrain::data::index_image_folder(a.data_dir + "/train");
-    val_idx = ctrain::data::index_image_folder(a.data_dir + "/val");
-    ctrain::data::check_val_classes(*train_idx, *val_idx);
-    classes = train_idx->classes;
-  }
-  const int64_t n_classes = static_cast<int64_t>(classes.size());
-  ctrain::engine::Runtime rt = ctrain::engine::init_runtime(cfg, dist);
+  std::optional<ctrain::data::ImageFolderIndex> train, val;
+};
+
+Folders index_folders(const BirdsArgs& a) {
+  Folders f;
+  if (a.synthetic > 0) return f;
+  f.train = ctrain::data::index_image_folder(a.data_dir + "/train");
+  f.val = ctrain::data::index_image_folder(a.data_dir + "/val");
+  ctrain::data::check_val_classes(*f.train, *f.val);
+  f.classes = f.train->classes;
+  return f;
+}
+
+// The training and validation batches: synthetic, or the folders through the GPU or the CPU
+// pipeline (choose_decoder), and the banner's words for which and why.
+struct Inputs {
+  std::unique_ptr<ctrain::data::BatchSource> train, val;
+  int64_t n_train = 0, n_val = 0;
+  bool gpu_decode = false;
+  std::string line;  // "; input: ..." for the banner ("" for synthetic data)
+  ctrain::data::ImageTransform train_tf;
+};
+
+Inputs make_inputs(const BirdsArgs& a, Folders folders, ctrain::data::LoaderOptions lo,
+                   const ctrain::engine::TrainConfig& cfg, const ctrain::engine::Runtime& rt) {
   const int64_t rank = rt.launch.rank, world = rt.launch.world_size;
+  const auto n_classes = static_cast<int64_t>(folders.classes.size());
+  Inputs in;
+  ctrain::data::ImageTransform val_tf;
+  in.train_tf.size = val_tf.size = a.image_size;
+  val_tf.mode = ctrain::data::Augment::kEval;
+  val_tf.resize = a.image_size * 256 / 224;
+  if (a.synthetic > 0) {
+    const auto seed = static_cast<uint64_t>(cfg.seed);
+    in.n_train = a.synthetic;
+    in.n_val = std::max<int64_t>(1, a.synthetic / 10);
+    in.train = std::make_unique<ctrain::data::SyntheticSource>(in.n_train, a.batch_size, a.image_size, n_classes,
+                                                               rank, world, seed, rt.device);
+    in.val = std::make_unique<ctrain::data::SyntheticSource>(in.n_val, a.batch_size, a.image_size, n_classes, rank,
+                                                             world, seed + 1, rt.device, /*pad=*/false);
+    return in;
+  }
+  lo.pin_memory = rt.device.is_cuda();
+  in.n_train = static_cast<int64_t>(folders.train->samples.size());
+  in.n_val = static_cast<int64_t>(folders.val->samples.size());
+  ctrain::data::ShardSampler train_sampler(in.n_train, rank, world, cfg.seed, /*shuffle=*/true);
+  ctrain::data::ShardSampler val_sampler(in.n_val, rank, world, cfg.seed, /*shuffle=*/false, /*pad=*/false);
+  std::string why;
+  std::tie(in.gpu_decode, why) = choose_decoder(a, rt.device);
+  if (in.gpu_decode) {  // batches arrive on the device in the step's layout and precision
+    // bf16 for the autocast step under --amp bf16; evaluation runs without autocast: float32.
+    const ctrain::data::GpuLoaderOptions train_go{cfg.channels_last, cfg.amp == ctrain::engine::Amp::kBf16};
+    const ctrain::data::GpuLoaderOptions val_go{cfg.channels_last, false};
+    try {
+      in.train = std::make_unique<ctrain::data::GpuImageFolderSource>(*folders.train, in.train_tf, train_sampler, lo,
+                                                                      train_go, rt.device);
+      in.val = std::make_unique<ctrain::data::GpuImageFolderSource>(*folders.val, val_tf, val_sampler, lo, val_go,
+                                                                    rt.device);
+      const bool engine = dynamic_cast<const ctrain::data::GpuImageFolderSource&>(*in.train).hardware_decoder();
+      in.line = "; input: JPEGs decoded on " + rt.device.str() + " by nvJPEG (" +
+                (engine ? "the hardware JPEG engine" : "CUDA: this GPU has no JPEG engine") +
+                "), augmented in one kernel, " + std::to_string(a.workers) + " file-reading threads (" + why + ")";
+      return in;
+    } catch (const ctrain::Error& e) {  // nvJPEG loads but does not start on this GPU
+      if (a.decode == "gpu") throw;
+      in.gpu_decode = false;
+      why = "--decode auto: the GPU pipeline did not start: " + std::string(e.what());
+      in.train.reset();
+    }
+  }
+  in.train = std::make_unique<ctrain::data::ImageFolderSource>(std::move(*folders.train), in.train_tf, train_sampler, lo);
+  in.val = std::make_unique<ctrain::data::ImageFolderSource>(std::move(*folders.val), val_tf, val_sampler, lo);
+  in.line = "; input: decoded and augmented on the CPU by " + std::to_string(a.workers) + " worker threads (" + why +
+            ")";
+  return in;
+}
+
+// --data-only, the diagnostic for starving GPUs: how fast is the input pipeline alone?
+void run_data_only(Inputs& in, const BirdsArgs& a, int64_t epochs, const ctrain::engine::Runtime& rt) {
+  if (rt.is_rank0() && !in.line.empty()) std::printf("%s\n", in.line.c_str() + 2);  // "input: ..."
+  for (int64_t e = 0; e < epochs; ++e) {
+    const auto t0 = std::chrono::steady_clock::now();
+    int64_t images = 0;
+    in.train->start_epoch(e);
+    while (auto b = in.train->next()) images += b->input.size(0);
+    if (rt.device.is_cuda()) torch::cuda::synchronize();  // GPU batches: count the work, not its launch
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::printf("data-only epoch %lld: %lld images in %.2fs = %.1f images/s (%d workers%s)\n",
+                static_cast<long long>(e), static_cast<long long>(images), s, images / s, a.workers,
+                in.gpu_decode ? ", GPU decode" : "");
+  }
+}
+
+// The ResNet with its new head (and --pretrained weights, --freeze-backbone).
+ctrain::engine::Model make_model(const BirdsArgs& a, const std::vector<std::string>& classes,
+                                 const ctrain::data::ImageTransform& tf, bool verbose) {
+  ctrain::models::ModelSpec spec;
+  spec.arch = a.arch;
+  spec.num_classes = static_cast<int64_t>(classes.size());
+  spec.classes = classes;
+  spec.image_size = a.image_size;
+  std::copy(tf.mean.begin(), tf.mean.end(), spec.mean.begin());
+  std::copy(tf.stdev.begin(), tf.stdev.end(), spec.stdev.begin());
+  ctrain::engine::Model model = ctrain::models::build_model(spec);
+  ctrain::models::ResNet net(std::dynamic_pointer_cast<ctrain::models::ResNetImpl>(model.module));
+  if (!a.pretrained.empty()) load_pretrained(a, net, spec.num_classes, verbose);
+  if (a.freeze_backbone) net->freeze_backbone();
+  return model;
+}
+
+void print_banner(const BirdsArgs& a, const std::vector<std::string>& classes, const Inputs& in,
+                  const ctrain::engine::TrainConfig& cfg, const ctrain::engine::Runtime& rt) {
+  std::printf("ctrain-birds: %s, %zu classes (", a.arch.c_str(), classes.size());
+  for (size_t i = 0; i < classes.size(); ++i) std::printf("%s%s", i ? ", " : "", classes[i].c_str());
+  std::printf("), %lld train / %lld val %simages, device %s%s%s\n", static_cast<long long>(in.n_train),
+              static_cast<long long>(in.n_val), a.synthetic > 0 ? "synthetic " : "", rt.device.str().c_str(),
+              cfg.channels_last ? ", channels-last" : "", in.line.c_str());
+  if (rt.launch.is_distributed()) {
+    std::printf("distributed: %s, %s\n", rt.launch.describe().c_str(), rt.pg ? rt.pg->transport().c_str() : "");
+  }
+  std::fflush(stdout);
+}
+
+// The tutorial's per-epoch lines.
+void print_epoch(const ctrain::engine::EpochStats& s) {
+  std::printf("Epoch %lld/%lld\n----------\n", static_cast<long long>(s.epoch), static_cast<long long>(s.epochs - 1));
+  std::printf("train Loss: %.4f Acc: %.4f\n", s.train_loss, s.train_acc);
+  std::printf("val Loss: %.4f Acc: %.4f\n\n", s.val.loss, s.val.acc);
+  std::fflush(stdout);
+}
+
+// After training: how many images each GPU decoder took, and how many were skipped.
+void print_input_counts(const Inputs& in) {
+  int64_t bad = 0;
+  for (const auto* src : {in.train.get(), in.val.get()}) {
+    if (const auto* f = dynamic_cast<const ctrain::data::ImageFolderSource*>(src)) bad += f->bad_images();
+    if (const auto* g = dynamic_cast<const ctrain::data::GpuImageFolderSource*>(src)) {
+      const auto c = g->counts();
+      bad += c.bad;
+      std::printf("GPU decode (%s): %lld by the JPEG engine, %lld by CUDA, %lld on the CPU\n",
+                  src == in.train.get() ? "train" : "val", static_cast<long long>(c.hardware),
+                  static_cast<long long>(c.cuda), static_cast<long long>(c.cpu));
+    }
+  }
+  if (bad > 0) std::printf("skipped unreadable images: %lld\n", static_cast<long long>(bad));
+}
+
+int run(int argc, char** argv) {
+  ctrain::engine::TrainConfig cfg;
+  ctrain::distributed::DistFlags dist;
+  BirdsArgs a;
+  bool no_onnx = false;
+  if (const int code = parse_flags(argc, argv, cfg, dist, a, no_onnx); code >= 0) return code;
+  const ctrain::data::LoaderOptions lo = loader_options(a, cfg);
+  Folders folders = index_folders(a);  // bad folders fail before anything in --output-dir is touched
+  const std::vector<std::string> classes = folders.classes;
+
+  ctrain::engine::Runtime rt = ctrain::engine::init_runtime(cfg, dist);
   cfg.channels_last = a.channels_last < 0 ? rt.device.is_cuda() : a.channels_last == 1;
   // cuDNN tries the convolution algorithms for each new shape once and keeps the fastest, as
   // torch.backends.cudnn.benchmark = True does; a training run has only two or three shapes.
   if (rt.device.is_cuda()) at::globalContext().setBenchmarkCuDNN(true);
-
-  ctrain::data::ImageTransform train_tf, val_tf;
-  train_tf.size = val_tf.size = a.image_size;
-  val_tf.mode = ctrain::data::Augment::kEval;
-  val_tf.resize = a.image_size * 256 / 224;
-  std::unique_ptr<ctrain::data::BatchSource> train_src, val_src;
-  bool gpu_decode = false;
-  std::string decode_why;
-  int64_t n_train = a.synthetic, n_val = std::max<int64_t>(1, a.synthetic / 10);
-  if (a.synthetic > 0) {
-    const auto seed = static_cast<uint64_t>(cfg.seed);
-    train_src = std::make_unique<ctrain::data::SyntheticSource>(n_train, a.batch_size, a.image_size, n_classes,
-                                                                rank, world, seed, rt.device);
-    val_src = std::make_unique<ctrain::data::SyntheticSource>(n_val, a.batch_size, a.image_size, n_classes,
-                                                              rank, world, seed + 1, rt.device, /*pad=*/false);
-  } else {
-    lo.pin_memory = rt.device.is_cuda();
-    n_train = static_cast<int64_t>(train_idx->samples.size());
-    n_val = static_cast<int64_t>(val_idx->samples.size());
-    ctrain::data::ShardSampler train_sampler(n_train, rank, world, cfg.seed, /*shuffle=*/true);
-    ctrain::data::ShardSampler val_sampler(n_val, rank, world, cfg.seed, /*shuffle=*/false, /*pad=*/false);
-    std::tie(gpu_decode, decode_why) = choose_decoder(a, rt.device);
-    if (gpu_decode) {  // batches arrive on the device in the step's layout and precision
-      // bf16 for the autocast step under --amp bf16; evaluation runs without autocast: float32.
-      const ctrain::data::GpuLoaderOptions train_go{cfg.channels_last, cfg.amp == ctrain::engine::Amp::kBf16};
-      const ctrain::data::GpuLoaderOptions val_go{cfg.channels_last, false};
-      try {
-        train_src = std::make_unique<ctrain::data::GpuImageFolderSource>(*train_idx, train_tf, train_sampler, lo,
-                                                                         train_go, rt.device);
-        val_src = std::make_unique<ctrain::data::GpuImageFolderSource>(*val_idx, val_tf, val_sampler, lo, val_go,
-                                                                       rt.device);
-      } catch (const ctrain::Error& e) {  // nvJPEG loads but does not start on this GPU
-        if (a.decode == "gpu") throw;
-        gpu_decode = false;
-        decode_why = "--decode auto: the GPU pipeline did not start: " + std::string(e.what());
-        train_src.reset();
-      }
-    }
-    if (!gpu_decode) {
-      train_src = std::make_unique<ctrain::data::ImageFolderSource>(std::move(*train_idx), train_tf,
-                                                                    train_sampler, lo);
-      val_src = std::make_unique<ctrain::data::ImageFolderSource>(std::move(*val_idx), val_tf, val_sampler, lo);
-    }
-  }
-  ctrain::data::BatchSource& train_data = *train_src;
-  ctrain::data::BatchSource& val_data = *val_src;
-
-  std::string input_line;  // where the images are decoded, and why: part of the banner
-  if (const auto* g = dynamic_cast<const ctrain::data::GpuImageFolderSource*>(train_src.get())) {
-    input_line = "; input: JPEGs decoded on " + rt.device.str() + " by nvJPEG (" +
-                 (g->hardware_decoder() ? "the hardware JPEG engine" : "CUDA: this GPU has no JPEG engine") +
-                 "), augmented in one kernel, " + std::to_string(a.workers) + " file-reading threads (" +
-                 decode_why + ")";
-  } else if (a.synthetic == 0) {
-    input_line = "; input: decoded and augmented on the CPU by " + std::to_string(a.workers) +
-                 " worker threads (" + decode_why + ")";
-  }
-  if (a.data_only) {  // the diagnostic for starving GPUs: how fast is the input pipeline alone?
-    if (rt.is_rank0() && !input_line.empty()) std::printf("%s\n", input_line.c_str() + 2);  // "input: ..."
-    for (int64_t e = 0; e < cfg.epochs; ++e) {
-      const auto t0 = std::chrono::steady_clock::now();
-      int64_t images = 0;
-      train_data.start_epoch(e);
-      while (auto b = train_data.next()) images += b->input.size(0);
-      if (rt.device.is_cuda()) torch::cuda::synchronize();  // GPU batches: count the work, not its launch
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::printf("data-only epoch %lld: %lld images in %.2fs = %.1f images/s (%d workers%s)\n",
-                  static_cast<long long>(e), static_cast<long long>(images), s, images / s, a.workers,
-                  gpu_decode ? ", GPU decode" : "");
-    }
+  Inputs in = make_inputs(a, std::move(folders), lo, cfg, rt);
+  if (a.data_only) {
+    run_data_only(in, a, cfg.epochs, rt);
     return 0;
   }
-
-  ctrain::models::ModelSpec spec;
-  spec.arch = a.arch;
-  spec.num_classes = n_classes;
-  spec.classes = classes;
-  spec.image_size = a.image_size;
-  std::copy(train_tf.mean.begin(), train_tf.mean.end(), spec.mean.begin());
-  std::copy(train_tf.stdev.begin(), train_tf.stdev.end(), spec.stdev.begin());
-  ctrain::engine::Model model = ctrain::models::build_model(spec);
-  ctrain::models::ResNet net(std::dynamic_pointer_cast<ctrain::models::ResNetImpl>(model.module));
-  if (!a.pretrained.empty()) load_pretrained(a, net, n_classes, rt.is_rank0());
-  if (a.freeze_backbone) net->freeze_backbone();
+  ctrain::engine::Model model = make_model(a, classes, in.train_tf, rt.is_rank0());
 
   ctrain::engine::TrainHooks hooks;
   ctrain::apps::install_test_faults(hooks, rt);
   hooks.app_config = {{"data_dir", a.data_dir}, {"synthetic_data", a.synthetic}, {"batch_size", a.batch_size},
                       {"pretrained", a.pretrained}, {"freeze_backbone", a.freeze_backbone}};
-  hooks.on_epoch = [](const ctrain::engine::EpochStats& s) {
-    std::printf("Epoch %lld/%lld\n----------\n", static_cast<long long>(s.epoch),
-                static_cast<long long>(s.epochs - 1));
-    std::printf("train Loss: %.4f Acc: %.4f\n", s.train_loss, s.train_acc);
-    std::printf("val Loss: %.4f Acc: %.4f\n\n", s.val.loss, s.val.acc);
-    std::fflush(stdout);
-  };
-  if (rt.is_rank0()) {
-    std::printf("ctrain-birds: %s, %lld classes (", a.arch.c_str(), static_cast<long long>(n_classes));
-    for (size_t i = 0; i < classes.size(); ++i) std::printf("%s%s", i ? ", " : "", classes[i].c_str());
-    std::printf("), %lld train / %lld val %simages, device %s%s%s\n", static_cast<long long>(n_train),
-                static_cast<long long>(n_val), a.synthetic > 0 ? "synthetic " : "", rt.device.str().c_str(),
-                cfg.channels_last ? ", channels-last" : "", input_line.c_str());
-    if (rt.launch.is_distributed()) {
-      std::printf("distributed: %s, %s\n", rt.launch.describe().c_str(), rt.pg ? rt.pg->transport().c_str() : "");
-    }
-    std::fflush(stdout);
-  }
-  const auto r = ctrain::engine::train(cfg, rt, model, train_data, val_data, hooks);
+  hooks.on_epoch = print_epoch;
+  if (rt.is_rank0()) print_banner(a, classes, in, cfg, rt);
+  const auto r = ctrain::engine::train(cfg, rt, model, *in.train, *in.val, hooks);
   if (rt.is_rank0()) {
     std::printf("Training complete in %s\n", minutes_seconds(r.seconds).c_str());
     std::printf("Best val Acc: %.4f\n", r.best_val_acc);
-    if (!no_onnx) ctrain::apps::export_final_model(model, cfg.output_dir, onnx_sample(val_data));
+    if (!no_onnx) ctrain::apps::export_final_model(model, cfg.output_dir, onnx_sample(*in.val));
     ctrain::apps::write_run_report(cfg.output_dir);
-    int64_t bad = 0;
-    for (const auto* src : {train_src.get(), val_src.get()}) {
-      if (const auto* f = dynamic_cast<const ctrain::data::ImageFolderSource*>(src)) bad += f->bad_images();
-      if (const auto* g = dynamic_cast<const ctrain::data::GpuImageFolderSource*>(src)) {
-        const auto c = g->counts();
-        bad += c.bad;
-        std::printf("GPU decode (%s): %lld by the JPEG engine, %lld by CUDA, %lld on the CPU\n",
-                    src == train_src.get() ? "train" : "val", static_cast<long long>(c.hardware),
-                    static_cast<long long>(c.cuda), static_cast<long long>(c.cpu));
-      }
-    }
-    if (bad > 0) std::printf("skipped unreadable images: %lld\n", static_cast<long long>(bad));
+    print_input_counts(in);
   }
   return 0;
 }
@@ -316,5 +370,9 @@ int main(int argc, char** argv) {
   ctrain::apps::keep_freed_memory();
   ctrain::data::use_single_threaded_backend();
   ctrain::install_stop_handlers();
+  // Where libnvjpeg is, when it is in none of the usual places (README, The GPU image pipeline).
+  if (const char* nvjpeg = std::getenv("CTRAIN_NVJPEG_LIBRARY"); nvjpeg != nullptr && *nvjpeg != '\0') {
+    ctrain::data::set_nvjpeg_library(nvjpeg);
+  }
   return ctrain::apps::guarded_main("ctrain-birds", [&] { return run(argc, argv); });
 }

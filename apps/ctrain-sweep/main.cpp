@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 
@@ -132,7 +133,8 @@ int run(int argc, char** argv) {
     c = saved;
     c.output_dir = dir;
   }
-  c.validate();
+  const char* path = std::getenv("PATH");  // the trials inherit it; --program is searched on it
+  c.validate(path != nullptr ? path : "");
   return ctrain::tune::run_sweep(c, resume, std::cout);
 }
 

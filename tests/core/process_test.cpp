@@ -3,9 +3,11 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <string>
 #include <utility>
@@ -78,5 +80,25 @@ TEST(ProcessTest, SignalGroupReachesTheGrandchildren) {
 // That the child dies with the process that started it is tested end to end: a launcher
 // SIGKILLed alone leaves no rank behind (tests/apps/multinode_test.cpp).
 
+// As execvp looks: a path is taken as it is, a bare name is searched in the given PATH (an
+// empty entry is the current directory), and a directory is not a program.
+TEST(ProcessTest, ExecutableOnSearchesTheGivenPathAsExecvpDoes) {
+  TempDir dir;
+  const std::string bin = (dir.path() / "bin").string();
+  std::filesystem::create_directories(bin + "/adir");
+  std::ofstream(bin + "/tool") << "#!/bin/sh\n";
+  std::ofstream(bin + "/plain") << "data\n";
+  ::chmod((bin + "/tool").c_str(), 0755);
+  EXPECT_TRUE(executable_on("tool", "/nonexistent:" + bin));
+  EXPECT_FALSE(executable_on("tool", "/nonexistent"));
+  EXPECT_FALSE(executable_on("tool", ""));
+  EXPECT_TRUE(executable_on(bin + "/tool", ""));
+  EXPECT_FALSE(executable_on("plain", bin));  // not executable
+  EXPECT_FALSE(executable_on("adir", bin));   // a directory
+  EXPECT_FALSE(executable_on(bin + "/adir", bin));
+  EXPECT_TRUE(executable_on("sh", "/usr/bin:/bin"));
+}
+
 }  // namespace
 }  // namespace ctrain
+
