@@ -64,6 +64,105 @@ void print_predictions(const std::vector<std::string>& files, const std::vector<
 // Images above this are refused unread (a decompression-bomb check follows for what is read).
 constexpr uint64_t kMaxImageBytes = uint64_t{64} << 20;
 
+// Image files scored in batches of --batch-size; a file that cannot be read or decoded is
+// reported on stderr and counted, and the rest are still scored.
+class ImageScorer {
+ public:
+  ImageScorer(ctrain::serve::Handler& handler, int64_t batch_size) : handler_(handler), batch_size_(batch_size) {}
+
+  void score(const std::string& path) {
+    try {
+      // read_file refuses a device, FIFO or directory (/dev/zero would fill memory) and a huge file.
+      rows_.push_back(handler_.preprocess_image(ctrain::read_file(path, kMaxImageBytes), ctrain::printable(path)));
+      files_.push_back(path);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "ctrain-score: skipped %s\n", e.what());
+      ++failed_;
+    }
+    if (static_cast<int64_t>(rows_.size()) >= batch_size_) flush();
+  }
+
+  // Scores the images waiting for a full batch (before another kind of input, and at the end).
+  void flush() {
+    if (rows_.empty()) return;
+    print_predictions(files_, handler_.postprocess(handler_.infer(torch::cat(rows_, 0))));
+    files_.clear();
+    rows_.clear();
+  }
+
+  int64_t failed() const { return failed_; }
+
+ private:
+  ctrain::serve::Handler& handler_;
+  int64_t batch_size_;
+  int64_t failed_ = 0;
+  std::vector<std::string> files_;
+  std::vector<torch::Tensor> rows_;
+};
+
+// The .jpg/.jpeg/.png files under `dir` (recursively), sorted; unreadable parts are warned about.
+std::vector<std::string> images_under(const std::string& dir) {
+  std::vector<std::string> found;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    std::error_code type_ec;
+    if (it->is_regular_file(type_ec) && is_scored_image(it->path())) found.push_back(it->path().string());
+  }
+  if (ec) std::fprintf(stderr, "ctrain-score: warning: %s: %s\n", ctrain::printable(dir).c_str(), ec.message().c_str());
+  std::sort(found.begin(), found.end());
+  if (found.empty()) {
+    std::fprintf(stderr, "ctrain-score: warning: no .jpg/.jpeg/.png files under %s\n", ctrain::printable(dir).c_str());
+  }
+  return found;
+}
+
+// An MNIST IDX images file: one line per image, and the accuracy when its labels file is beside it.
+void score_idx(ctrain::serve::Handler& handler, const std::string& in, int64_t batch_size) {
+  const ctrain::data::IdxArray idx = ctrain::data::read_idx(in, 3);
+  const int64_t n = idx.dims[0], per = idx.dims[1] * idx.dims[2];
+  if (std::vector<int64_t>{per} != handler.input_shape()) {
+    throw ctrain::Error(in + " holds " + std::to_string(idx.dims[1]) + "x" + std::to_string(idx.dims[2]) +
+                        " images; the model takes " + ctrain::serve::shape_string(handler.input_shape()));
+  }
+  // As ctrain-mnist reads them: pixels / 255.
+  const torch::Tensor all = torch::from_blob(const_cast<uint8_t*>(idx.bytes.data()), {n, per}, torch::kUInt8)
+                                .to(torch::kFloat32)
+                                .div_(255.0);
+  const std::string labels_path = labels_beside(in);
+  std::vector<uint8_t> labels;
+  if (!labels_path.empty()) labels = ctrain::data::read_idx(labels_path, 1).bytes;
+  for (uint8_t l : labels) {
+    if (l >= handler.classes().size()) {
+      throw ctrain::Error(labels_path + " has label " + std::to_string(l) + ", but the model has " +
+                              std::to_string(handler.classes().size()) + " classes",
+                          "score it with the model trained on this data set");
+    }
+  }
+  const bool labelled = static_cast<int64_t>(labels.size()) == n;
+  int64_t correct = 0;
+  for (int64_t at = 0; at < n; at += batch_size) {
+    const int64_t m = std::min(batch_size, n - at);
+    const auto preds = handler.postprocess(handler.infer(all.narrow(0, at, m)));
+    for (int64_t i = 0; i < m; ++i) {
+      nlohmann::json line = {{"file", in}, {"index", at + i}, {"label", preds[i].label},
+                             {"probability", preds[i].probability}};
+      if (labelled) {
+        line["target"] = handler.classes().at(labels[at + i]);
+        correct += preds[i].index == labels[at + i];
+      }
+      print_line(line);
+    }
+  }
+  if (labelled) {
+    print_line({{"file", in}, {"labels", labels_path}, {"accuracy", double(correct) / n}, {"correct", correct},
+                {"total", n}});
+  } else if (!labels_path.empty()) {
+    std::fprintf(stderr, "ctrain-score: %s has %zu labels for %lld images: no accuracy\n", labels_path.c_str(),
+                 labels.size(), static_cast<long long>(n));
+  }
+}
+
 int run(int argc, char** argv) {
   std::string model_arg, registry = "models", device = "cpu";
   std::vector<std::string> inputs;
@@ -89,94 +188,22 @@ int run(int argc, char** argv) {
   ctrain::apps::ServedModel served = ctrain::apps::open_served_model(model_arg, registry);
   ctrain::serve::Handler handler(std::move(served.model), dev);
 
-  int64_t failed = 0;
-  std::vector<std::string> files;
-  std::vector<torch::Tensor> rows;
-  auto flush = [&] {
-    if (rows.empty()) return;
-    print_predictions(files, handler.postprocess(handler.infer(torch::cat(rows, 0))));
-    files.clear();
-    rows.clear();
-  };
-  auto score_image = [&](const std::string& path) {
-    try {
-      // read_file refuses a device, FIFO or directory (/dev/zero would fill memory) and a huge file.
-      rows.push_back(handler.preprocess_image(ctrain::read_file(path, kMaxImageBytes), ctrain::printable(path)));
-      files.push_back(path);
-    } catch (const std::exception& e) {  // one bad file is reported, and the rest still scored
-      std::fprintf(stderr, "ctrain-score: skipped %s\n", e.what());
-      ++failed;
-    }
-    if (static_cast<int64_t>(rows.size()) >= batch_size) flush();
-  };
+  ImageScorer images(handler, batch_size);
   for (const auto& in : inputs) {
     if (fs::is_directory(in)) {
-      std::vector<std::string> found;
-      std::error_code ec;
-      for (auto it = fs::recursive_directory_iterator(in, fs::directory_options::skip_permission_denied, ec);
-           !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
-        std::error_code type_ec;
-        if (it->is_regular_file(type_ec) && is_scored_image(it->path())) found.push_back(it->path().string());
-      }
-      if (ec) std::fprintf(stderr, "ctrain-score: warning: %s: %s\n", ctrain::printable(in).c_str(), ec.message().c_str());
-      std::sort(found.begin(), found.end());
-      if (found.empty()) {
-        std::fprintf(stderr, "ctrain-score: warning: no .jpg/.jpeg/.png files under %s\n", ctrain::printable(in).c_str());
-      }
-      for (const auto& f : found) score_image(f);
-    } else if (!fs::is_regular_file(in)) {
-      score_image(in);  // a device or FIFO: refused unopened by read_file, and counted as failed
-    } else if (looks_like_idx(in)) {
-      flush();
-      const ctrain::data::IdxArray idx = ctrain::data::read_idx(in, 3);
-      const int64_t n = idx.dims[0], per = idx.dims[1] * idx.dims[2];
-      if (std::vector<int64_t>{per} != handler.input_shape()) {
-        throw ctrain::Error(in + " holds " + std::to_string(idx.dims[1]) + "x" + std::to_string(idx.dims[2]) +
-                            " images; the model takes " + ctrain::serve::shape_string(handler.input_shape()));
-      }
-      // As ctrain-mnist reads them: pixels / 255.
-      const torch::Tensor all = torch::from_blob(const_cast<uint8_t*>(idx.bytes.data()), {n, per}, torch::kUInt8)
-                                    .to(torch::kFloat32)
-                                    .div_(255.0);
-      const std::string labels_path = labels_beside(in);
-      std::vector<uint8_t> labels;
-      if (!labels_path.empty()) labels = ctrain::data::read_idx(labels_path, 1).bytes;
-      for (uint8_t l : labels) {
-        if (l >= handler.classes().size()) {
-          throw ctrain::Error(labels_path + " has label " + std::to_string(l) + ", but the model has " +
-                                  std::to_string(handler.classes().size()) + " classes",
-                              "score it with the model trained on this data set");
-        }
-      }
-      int64_t correct = 0;
-      for (int64_t at = 0; at < n; at += batch_size) {
-        const int64_t m = std::min(batch_size, n - at);
-        const auto preds = handler.postprocess(handler.infer(all.narrow(0, at, m)));
-        for (int64_t i = 0; i < m; ++i) {
-          nlohmann::json line = {{"file", in}, {"index", at + i}, {"label", preds[i].label},
-                                 {"probability", preds[i].probability}};
-          if (static_cast<int64_t>(labels.size()) == n) {
-            line["target"] = handler.classes().at(labels[at + i]);
-            correct += preds[i].index == labels[at + i];
-          }
-          print_line(line);
-        }
-      }
-      if (static_cast<int64_t>(labels.size()) == n) {
-        print_line({{"file", in}, {"labels", labels_path}, {"accuracy", double(correct) / n}, {"correct", correct},
-                    {"total", n}});
-      } else if (!labels_path.empty()) {
-        std::fprintf(stderr, "ctrain-score: %s has %zu labels for %lld images: no accuracy\n", labels_path.c_str(),
-                     labels.size(), static_cast<long long>(n));
-      }
+      for (const auto& f : images_under(in)) images.score(f);
+    } else if (fs::is_regular_file(in) && looks_like_idx(in)) {
+      images.flush();
+      score_idx(handler, in, batch_size);
     } else {
-      score_image(in);
+      images.score(in);  // a device or FIFO: refused unopened by read_file, and counted as failed
     }
   }
-  flush();
+  images.flush();
   std::fflush(stdout);
-  if (failed > 0) {
-    std::fprintf(stderr, "ctrain-score: %lld input(s) could not be scored (named above)\n", static_cast<long long>(failed));
+  if (images.failed() > 0) {
+    std::fprintf(stderr, "ctrain-score: %lld input(s) could not be scored (named above)\n",
+                 static_cast<long long>(images.failed()));
     return 1;
   }
   return 0;

@@ -54,6 +54,48 @@ class JsonConfig : public CLI::Config {
   }
 };
 
+// --resume: the settings saved in --output-dir's config.json. A requeued job re-runs its
+// original command line with --resume appended: settings given equal to the saved ones are
+// fine; a differing one is refused, naming it and both values.
+ctrain::tune::SweepConfig saved_settings(const ctrain::tune::SweepConfig& c,
+                                         const std::vector<CLI::Option*>& settings) {
+  namespace fs = std::filesystem;
+  const std::string path = (fs::path(c.output_dir) / "config.json").string();
+  if (!fs::exists(path)) {
+    throw ctrain::ConfigError("--resume: " + path + " does not exist", "is --output-dir a sweep's directory?");
+  }
+  nlohmann::json j;
+  try {
+    j = ctrain::json_parse(ctrain::read_file(path, 16 << 20), path);
+  } catch (const ctrain::Error& e) {
+    throw ctrain::ConfigError(std::string("--resume: ") + e.what());
+  }
+  const ctrain::tune::SweepConfig saved = ctrain::tune::SweepConfig::from_json(j);
+  const nlohmann::json given = c.to_json(), kept = saved.to_json();
+  for (const CLI::Option* o : settings) {
+    if (o->count() == 0) continue;
+    const std::string flag = o->get_name();
+    std::string key = flag.rfind("--", 0) == 0 ? flag.substr(2) : flag;
+    std::replace(key.begin(), key.end(), '-', '_');
+    const std::string ptr = flag == "--policy" ? "/policy/name"
+                            : flag == "--param" ? "/params"
+                            : flag == "--stop-grace" ? "/stop_grace_s"
+                            : kept.contains(key) ? "/" + key
+                                                 : "/policy/" + key;
+    const nlohmann::json::json_pointer at(ptr);
+    if (!kept.contains(at) || given.at(at) != kept.at(at)) {
+      throw ctrain::ConfigError("--resume: " + flag + " " + (given.contains(at) ? given.at(at).dump() : "?") +
+                                    " differs from the sweep's saved " +
+                                    (kept.contains(at) ? kept.at(at).dump() : "(unset)") + " (" + path + ")",
+                                "drop " + flag + " to continue the sweep as saved, or start a new one in another "
+                                "--output-dir");
+    }
+  }
+  ctrain::tune::SweepConfig out = saved;
+  out.output_dir = c.output_dir;
+  return out;
+}
+
 int run(int argc, char** argv) {
   ctrain::tune::SweepConfig c;
   bool resume = false;
@@ -94,45 +136,7 @@ int run(int argc, char** argv) {
   app.add_flag("--resume", resume, "continue the sweep in --output-dir with its saved settings");
   opt(app.add_option("args", c.args, "arguments after -- passed to every trial"));
   if (int code = ctrain::apps::parse_or_exit(app, argc, argv); code >= 0) return code;
-  namespace fs = std::filesystem;
-  if (resume) {
-    const std::string path = (fs::path(c.output_dir) / "config.json").string();
-    if (!fs::exists(path)) {
-      throw ctrain::ConfigError("--resume: " + path + " does not exist", "is --output-dir a sweep's directory?");
-    }
-    nlohmann::json j;
-    try {
-      j = ctrain::json_parse(ctrain::read_file(path, 16 << 20), path);
-    } catch (const ctrain::Error& e) {
-      throw ctrain::ConfigError(std::string("--resume: ") + e.what());
-    }
-    const std::string dir = c.output_dir;
-    const ctrain::tune::SweepConfig saved = ctrain::tune::SweepConfig::from_json(j);
-    // A requeued job re-runs its original command line with --resume appended: settings equal
-    // to the saved ones are fine; a differing one is refused, naming it and both values.
-    const nlohmann::json given = c.to_json(), kept = saved.to_json();
-    for (const CLI::Option* o : settings) {
-      if (o->count() == 0) continue;
-      const std::string flag = o->get_name();
-      std::string key = flag.rfind("--", 0) == 0 ? flag.substr(2) : flag;
-      std::replace(key.begin(), key.end(), '-', '_');
-      const std::string ptr = flag == "--policy" ? "/policy/name"
-                              : flag == "--param" ? "/params"
-                              : flag == "--stop-grace" ? "/stop_grace_s"
-                              : kept.contains(key) ? "/" + key
-                                                   : "/policy/" + key;
-      const nlohmann::json::json_pointer at(ptr);
-      if (!kept.contains(at) || given.at(at) != kept.at(at)) {
-        throw ctrain::ConfigError("--resume: " + flag + " " + (given.contains(at) ? given.at(at).dump() : "?") +
-                                      " differs from the sweep's saved " +
-                                      (kept.contains(at) ? kept.at(at).dump() : "(unset)") + " (" + path + ")",
-                                  "drop " + flag + " to continue the sweep as saved, or start a new one in another "
-                                  "--output-dir");
-      }
-    }
-    c = saved;
-    c.output_dir = dir;
-  }
+  if (resume) c = saved_settings(c, settings);
   const char* path = std::getenv("PATH");  // the trials inherit it; --program is searched on it
   c.validate(path != nullptr ? path : "");
   return ctrain::tune::run_sweep(c, resume, std::cout);
