@@ -2,9 +2,11 @@
 // out-of-range or non-finite number, a word outside the flag's choices, a path that cannot be
 // read or written. Each must exit 2 (usage) or 1 (runtime: a path) with an error naming the
 // flag or the path, and must not start work. A test per program also checks that the table
-// covers every flag its --help lists, so no flag is added without a bad-input case.
+// covers every flag its --help lists, so no flag is added without a bad-input case. The flags
+// the trainers share are tried on one of them (see shared_trainer_flags).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -49,13 +51,16 @@ std::vector<BadFlag> boolean(const std::string& program, const std::string& flag
   return {{program, flag + "=maybe", "", 2, flag, ""}};
 }
 
-// Flags every trainer shares (apps/common/cli.h).
-// `epochs`: the name --help lists first (the PyTorch scripts differ: --epochs, --num_epochs).
-std::vector<BadFlag> trainer_flags(const std::string& p, const std::string& epochs) {
-  std::vector<BadFlag> epoch_cases = ints(p, epochs, "0");
-  epoch_cases[1].names = "--epochs";  // validated as one setting; --epochs is an alias everywhere
+// The flags both trainers take from one place: apps/common/cli.h's add_common_flags_and_parse
+// declares them (names, types, choices) and runs TrainConfig::validate() on them, and the
+// engine checks the two paths before training. A bad value takes the same code in either
+// program, so they are tried once, on kSharedFlagsTriedOn; CliCoverageTest counts them as
+// covered for every trainer and checks that each trainer's --help declares them alike.
+const std::string kSharedFlagsTriedOn = "ctrain-mnist";
+const std::vector<std::string> kTrainers = {"ctrain-mnist", "ctrain-birds"};
+
+std::vector<BadFlag> shared_trainer_flags(const std::string& p) {
   std::vector<std::vector<BadFlag>> parts = {
-      epoch_cases, ints(p, "--batch-size", "0"), floats(p, "--learning-rate", "-1"),
       floats(p, "--momentum", "1"), ints(p, "--seed", ""),  // every int64 seeds, as torch.manual_seed
       ints(p, "--threads", "-1"), ints(p, "--checkpoint-every", "-1"),
       ints(p, "--keep-checkpoints", "-1"), ints(p, "--log-interval", "-1"),
@@ -70,15 +75,27 @@ std::vector<BadFlag> trainer_flags(const std::string& p, const std::string& epoc
   return all;
 }
 
+// The settings every trainer has but declares itself (its own option, name and default): tried
+// on each. `epochs`: the name --help lists first (the PyTorch scripts differ: --epochs, --num_epochs).
+std::vector<BadFlag> own_trainer_flags(const std::string& p, const std::string& epochs) {
+  std::vector<BadFlag> all = ints(p, epochs, "0");
+  all[1].names = "--epochs";  // validated as one setting; --epochs is an alias everywhere
+  for (auto part : {ints(p, "--batch-size", "0"), floats(p, "--learning-rate", "-1")}) {
+    all.insert(all.end(), part.begin(), part.end());
+  }
+  return all;
+}
+
 std::vector<BadFlag> table() {
-  std::vector<BadFlag> t = trainer_flags("ctrain-mnist", "--epochs");
+  std::vector<BadFlag> t = shared_trainer_flags(kSharedFlagsTriedOn);
   auto add = [&](std::vector<BadFlag> v) { t.insert(t.end(), v.begin(), v.end()); };
+  add(own_trainer_flags("ctrain-mnist", "--epochs"));
   add(ints("ctrain-mnist", "--first-layer-neurons", "0"));
   add(ints("ctrain-mnist", "--second-layer-neurons", "0"));
   add(ints("ctrain-mnist", "--eval-batch-size", "0"));
   add({{"ctrain-mnist", "--data-folder", "/ctrain-no-such-dir", 1, "/ctrain-no-such-dir", ""}});
 
-  add(trainer_flags("ctrain-birds", "--num-epochs"));
+  add(own_trainer_flags("ctrain-birds", "--num-epochs"));
   add(ints("ctrain-birds", "--step-size", "-1"));  // 0: no decay
   add(floats("ctrain-birds", "--gamma", "0"));
   add(ints("ctrain-birds", "--workers", "-1"));
@@ -247,20 +264,45 @@ INSTANTIATE_TEST_SUITE_P(EveryProgram, CliMatrixTest, kPrograms, program_name);
 
 class CliCoverageTest : public ::testing::TestWithParam<std::string> {};
 
+// Each flag of a program's --help (its first name) and its line there, the default value left
+// out (the trainers' defaults differ) and spaces collapsed: "--momentum FLOAT SGD momentum".
+std::map<std::string, std::string> help_flags(const std::string& help) {
+  std::map<std::string, std::string> flags;
+  const std::regex line(R"(^  (-[-A-Za-z0-9_]+)[ ,=])");
+  std::istringstream lines(help);
+  for (std::string l; std::getline(lines, l);) {
+    std::smatch m;
+    if (!std::regex_search(l, m, line) || m[1] == "-h") continue;
+    const std::string flag = m[1];
+    l = std::regex_replace(l, std::regex(R"(=\S*)"), "");
+    flags[flag] = std::regex_replace(std::regex_replace(l, std::regex(R"(\s+)"), " "), std::regex("^ | $"), "");
+  }
+  return flags;
+}
+
 TEST_P(CliCoverageTest, TableCoversEveryFlagInHelp) {
   const std::string program = GetParam();
   if (!fs::exists(bin(program))) GTEST_SKIP() << program << " is not built here (see CMake's summary)";
   const auto r = run_command(bin(program) + " --help");
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto help = help_flags(r.output);
   std::set<std::string> in_help, in_table;
-  const std::regex line(R"(^  (-[-A-Za-z0-9_]+)[ ,=])");
-  std::istringstream lines(r.output);
-  for (std::string l; std::getline(lines, l);) {
-    std::smatch m;
-    if (std::regex_search(l, m, line) && m[1] != "-h") in_help.insert(m[1]);
-  }
+  for (const auto& [flag, text] : help) in_help.insert(flag);
   for (const auto& c : table()) {
     if (c.program == program) in_table.insert(c.flag.substr(0, c.flag.find('=')));
+  }
+  const bool trainer = std::find(kTrainers.begin(), kTrainers.end(), program) != kTrainers.end();
+  if (trainer && program != kSharedFlagsTriedOn) {
+    // The shared flags, tried on kSharedFlagsTriedOn: declared here as there.
+    const auto r0 = run_command(bin(kSharedFlagsTriedOn) + " --help");
+    ASSERT_EQ(r0.exit_code, 0) << r0.output;
+    const auto help0 = help_flags(r0.output);
+    for (const auto& c : shared_trainer_flags(program)) {
+      const std::string flag = c.flag.substr(0, c.flag.find('='));
+      in_table.insert(flag);
+      ASSERT_TRUE(help.count(flag)) << program << " --help lacks the shared flag " << flag;
+      EXPECT_EQ(help.at(flag), help0.count(flag) ? help0.at(flag) : "") << flag;
+    }
   }
   ASSERT_FALSE(in_help.empty()) << r.output;
   EXPECT_EQ(in_help, in_table);

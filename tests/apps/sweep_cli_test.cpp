@@ -1,6 +1,9 @@
-// ctrain-sweep end to end: real trainer processes on real data, real signals, files on disk.
-// Also the trainers' side of the contract: SIGTERM stops a run at a step boundary with its
-// last checkpoint intact.
+// ctrain-sweep end to end: real processes, real signals, files on disk. The scheduling tests
+// run a scripted stand-in trainer (tests/tune/stand_in_trainer.sh: the trainers' command line,
+// metrics.jsonl, SIGTERM and --resume, with a fixed metric stream per learning rate), so they are
+// fast and their decisions fixed; AshaPromotesByResumingFromTheCheckpoint keeps the real
+// ctrain-mnist. Also the real trainer's side of the contract the stand-in imitates: SIGTERM
+// stops a run at a step boundary with its last checkpoint intact.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -35,21 +38,24 @@ std::string fashion() {
   return "/usr/share/datasets/fashion-mnist";
 }
 
+// The stand-in trainer: its validation_acc after epoch e is 1 - exp(-10 * lr * (e + 1)).
+std::string stand_in() { return std::string(CTRAIN_SOURCE_DIR) + "/tests/tune/stand_in_trainer.sh"; }
+
 class SweepTest : public ctrain::testing::SyntheticMnistSuite {
  protected:
-  void SetUp() override {
-    if (!fs::exists(fs::path(fashion()) / "train-images-idx3-ubyte.gz") &&
-        !fs::exists(fs::path(fashion()) / "train-images-idx3-ubyte")) {
-      GTEST_SKIP() << "Fashion-MNIST not at " << fashion() << " (apt-get install dataset-fashion-mnist)";
-    }
-  }
+  // A sweep of the stand-in trainer; `trainer_args` are its fixed arguments.
   std::string sweep(const std::string& dir, const std::string& settings, const std::string& trainer_args) const {
-    return bin("ctrain-sweep") + " --program " + bin("ctrain-mnist") + " --output-dir " + dir + " " + settings +
-           " -- --threads 1 --no-onnx " + trainer_args;
+    return bin("ctrain-sweep") + " --program " + stand_in() + " --output-dir " + dir + " " + settings + " -- " +
+           trainer_args;
   }
 };
 
 TEST_F(SweepTest, TrainerStopsOnSigtermKeepingItsLastCheckpoint) {
+  // Fashion-MNIST's epochs are long enough that the SIGTERM lands mid-run.
+  if (!fs::exists(fs::path(fashion()) / "train-images-idx3-ubyte.gz") &&
+      !fs::exists(fs::path(fashion()) / "train-images-idx3-ubyte")) {
+    GTEST_SKIP() << "Fashion-MNIST not at " << fashion() << " (apt-get install dataset-fashion-mnist)";
+  }
   const std::string out = out_ / "run", log = out_ / "log";
   const pid_t pid = spawn_command(bin("ctrain-mnist") + " --data-folder " + fashion() + " --threads 1 --no-onnx --epochs 40 " +
                               "--output-dir " + out, log);
@@ -75,7 +81,7 @@ TEST_F(SweepTest, BanditSweepStopsPoorTrialsAndWritesItsOutputs) {
                                    "--metric validation_acc --max-trials 6 --max-concurrent 2 --seed 1 "
                                    "--policy bandit --slack-factor 0.1 --evaluation-interval 1 "
                                    "--param learning-rate='loguniform(-6,-1)' --param batch-size='choice(64,128)'",
-                                   "--data-folder " + fashion() + " --epochs 3"));
+                                   "--epochs 3"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto trials = read_jsonl(dir + "/sweep.jsonl");
   ASSERT_EQ(trials.size(), 6u) << r.output;
@@ -112,19 +118,24 @@ TEST_F(SweepTest, BanditSweepStopsPoorTrialsAndWritesItsOutputs) {
 }
 
 // A sweep SIGKILLed mid-trial and resumed ends with the same trials, parameters and statuses
-// as one left alone (one trial at a time: no decision depends on timing).
+// as one left alone (one trial at a time: no decision depends on timing). The stand-in of trial
+// 003, which the policy lets finish, holds after its first epoch (CTRAIN_STAND_IN_HOLD), so the
+// kill lands while it trains and the resumed sweep continues it from its checkpoint.
 TEST_F(SweepTest, KilledSweepResumesToTheSameResult) {
   const std::string settings =
       "--max-trials 4 --max-concurrent 1 --seed 3 --sampler tpe --policy median "
       "--param learning-rate='loguniform(-6,-1)' --param batch-size='choice(64,128)'";
-  const std::string args = "--data-folder " + fashion() + " --epochs 2";
+  const std::string args = "--epochs 2";
   const std::string a = out_ / "alone", b = out_ / "killed";
   const auto ra = run_command(sweep(a, settings, args));
   ASSERT_EQ(ra.exit_code, 0) << ra.output;
+  // The trial held below is one the policy lets finish: a policy stop would end the hold early.
+  ASSERT_NE(ra.output.find("trial 003 completed"), std::string::npos) << ra.output;
 
-  const pid_t pid = spawn_command(sweep(b, settings, args), out_ / "killed.log");
-  // Killed while trial 001 trains, after trial 000 finished.
-  ASSERT_TRUE(poll_until([&] { return count_lines(b + "/trials/001/metrics.jsonl") >= 1; })) << read_text(out_ / "killed.log");
+  const pid_t pid = spawn_command("env CTRAIN_STAND_IN_HOLD=" + b + "/trials/003 " + sweep(b, settings, args),
+                                  out_ / "killed.log");
+  // Killed while trial 003 trains, after trials 000 to 002 finished.
+  ASSERT_TRUE(poll_until([&] { return count_lines(b + "/trials/003/metrics.jsonl") >= 1; })) << read_text(out_ / "killed.log");
   ::kill(pid, SIGKILL);
   EXPECT_EQ(wait_exit(pid), 128 + SIGKILL);
   EXPECT_LT(count_lines(b + "/sweep.jsonl"), 4u);
@@ -139,7 +150,8 @@ TEST_F(SweepTest, KilledSweepResumesToTheSameResult) {
   EXPECT_NE(differ.output.find("--max-trials 5 differs from the sweep's saved 4"), std::string::npos) << differ.output;
   const auto rb = run_command(sweep(b, settings + " --resume", args));
   ASSERT_EQ(rb.exit_code, 0) << rb.output;
-  EXPECT_NE(rb.output.find("continues from its checkpoint"), std::string::npos) << rb.output;
+  EXPECT_NE(rb.output.find("trial 003 continues from its checkpoint"), std::string::npos) << rb.output;
+  EXPECT_NE(read_text(b + "/trials/003/log.txt").find("resumed from"), std::string::npos);
 
   auto key = [](const nlohmann::json& t) {
     return t["trial"].dump() + " " + t["params"].dump() + " " + t["status"].get<std::string>() + " " +
@@ -152,8 +164,9 @@ TEST_F(SweepTest, KilledSweepResumesToTheSameResult) {
   EXPECT_EQ(ka, kb) << ra.output << "\n---\n" << rb.output;
 }
 
-// ASHA on the synthetic set: rungs of 1 and 2 epochs; the promoted trial resumes from its
-// checkpoint (so it trains 2 epochs in all, not 1 + 2).
+// ASHA on the real trainer (the one sweep here that runs it) and the synthetic set: rungs of
+// 1 and 2 epochs; the promoted trial resumes from its real checkpoint (so it trains 2 epochs
+// in all, not 1 + 2).
 TEST_F(SweepTest, AshaPromotesByResumingFromTheCheckpoint) {
   const std::string dir = out_ / "asha";
   const auto r = run_command(bin("ctrain-sweep") + " --program " + bin("ctrain-mnist") + " --output-dir " + dir +
@@ -183,7 +196,7 @@ TEST_F(SweepTest, AshaPromotesByResumingFromTheCheckpoint) {
 }
 
 TEST_F(SweepTest, BadSettingsAreUsageErrorsNamingTheParameter) {
-  const std::string d = out_ / "bad", data = " --data-folder " + data_->path().string() + " --epochs 1";
+  const std::string d = out_ / "bad", data = "--epochs 1";
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--param lr='gaussian(0,1)'", "--param lr=gaussian(0,1): unknown expression"},
       {"--param batch-size='choice()'", "--param batch-size=choice(): choice() needs at least one value"},
@@ -264,12 +277,11 @@ TEST(SweepExitTest, APolicyStopAtTheLastEpochHoldsWhenTheTrialExitsFirst) {
 // --config holds the same settings as JSON; flags on the command line win.
 TEST_F(SweepTest, JsonConfigFileGivesTheSameSettings) {
   const std::string cfg = out_ / "sweep.json", dir = out_ / "cfg";
-  std::ofstream(cfg) << nlohmann::json{{"program", bin("ctrain-mnist")},
+  std::ofstream(cfg) << nlohmann::json{{"program", stand_in()},
                                        {"max-trials", 3},
                                        {"sampler", "grid"},
                                        {"param", {{"learning-rate", "choice(0.01, 0.05, 0.1)"}}},
-                                       {"args", {"--threads", "1", "--no-onnx", "--epochs", "1", "--data-folder",
-                                                 data_->path().string()}}}
+                                       {"args", {"--epochs", "1"}}}
                             .dump();
   const auto r = run_command(bin("ctrain-sweep") + " --config " + cfg + " --output-dir " + dir + " --max-trials 2");
   ASSERT_EQ(r.exit_code, 0) << r.output;

@@ -9,8 +9,8 @@
 //   twice:   a second backward before finish() must throw on every rank
 //   mismatch: rank 1 builds a wider hidden layer; broadcast_from_rank0() must throw everywhere
 //   diverge: rank 1 changes a weight after the broadcast; check_replicas() must throw
-//   die:    rank 1 SIGKILLs itself; rank 0's next allreduce must fail
-//   hang:   rank 1 sleeps; rank 0's next allreduce must time out (--dist-timeout)
+//   die:    rank 1 SIGKILLs itself; rank 0's next allreduce must fail (a hung rank is
+//           tests/faults' HungRankMakesTheJobFailWithinTheTimeout, on the real trainer)
 // A scenario that expects an error prints "expected error: ..." and exits 0.
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -18,7 +18,6 @@
 
 #include <chrono>
 #include <iostream>
-#include <thread>
 
 #include "core/error.h"
 #include "distributed/ddp.h"
@@ -169,16 +168,12 @@ int main(int argc, char** argv) {
       }
       std::cerr << "ddp_worker: check_replicas() found no difference\n";
       return 1;
-    } else if (scenario == "die" || scenario == "hang") {
-      if (rank == 1) {
-        if (scenario == "die") ::kill(::getpid(), SIGKILL);
-        std::this_thread::sleep_for(std::chrono::seconds(120));
-        return 0;
-      }
+    } else if (scenario == "die") {
+      if (rank == 1) ::kill(::getpid(), SIGKILL);
       auto [x, y] = global_batch(0);
       ddp.prepare(true);
       torch::nn::functional::cross_entropy(model->forward(shard(x)), shard(y)).backward();
-      ddp.finish();  // must throw: the peer is gone or silent
+      ddp.finish();  // must throw: the peer is gone
       std::cerr << "ddp_worker: finish() returned although rank 1 is gone\n";
       return 0;
     } else {

@@ -36,23 +36,30 @@ class FaultTest : public ctrain::testing::SyntheticMnistSuite {
 TEST_F(FaultTest, KilledRankMidEpochIsRestartedAndEndsIdentical) {
   auto r = run_command(launch(mnist("--epochs 3 --output-dir " + (out_ / "ref"))));
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  // Rank 1 SIGKILLs itself at step 5 of epoch 1; the launcher restarts the group, which
-  // resumes from epoch 0's checkpoint.
-  r = run_command("CTRAIN_FAULT_AT=kill:1:5:1 " +
+  // Rank 1 SIGKILLs itself at step 5 of epoch 2; the launcher restarts the group, which
+  // resumes from epoch 1's checkpoint (the newest) and trains only the last epoch.
+  r = run_command("CTRAIN_FAULT_AT=kill:2:5:1 " +
                   launch("--max-restarts 1 " + mnist("--epochs 3 --output-dir " + (out_ / "run"))));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("exited with code 137"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("restarting the group"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch 1 done"), std::string::npos) << r.output;
   expect_same(out_ / "ref/model.pt", out_ / "run/model.pt");
 }
 
 TEST_F(FaultTest, WriterKilledMidCheckpointLeavesThePreviousOne) {
   auto r = run_command(mnist("--epochs 1 --output-dir " + (out_ / "o")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string previous = ctrain::engine::checkpoint_path(out_ / "o/checkpoints", 0);
+  const std::string before = ctrain::read_file(previous);
   // The next run dies (SIGKILL) halfway through writing epoch 1's checkpoint.
   r = run_command("CTRAIN_FAULT_ABORT_WRITE_AT=0.5 " + mnist("--epochs 2 --resume --output-dir " + (out_ / "o")));
   EXPECT_EQ(r.exit_code, 137) << r.output;
   EXPECT_FALSE(fs::exists(out_ / "o/checkpoints/epoch-0001.pt"));
+  // The previous checkpoint is the old file byte for byte, and the only one listed.
+  EXPECT_EQ(ctrain::read_file(previous), before);
+  EXPECT_EQ(ctrain::engine::checkpoint_list(out_ / "o/checkpoints"), (std::vector<std::string>{previous}));
   // The torn temp file is ignored; the resume uses epoch 0 and finishes.
   r = run_command(mnist("--epochs 2 --resume --output-dir " + (out_ / "o")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -76,7 +83,9 @@ TEST_F(FaultTest, CorruptCheckpointIsDetectedAndSkipped) {
   r = run_command(mnist("--epochs 3 --resume --output-dir " + (out_ / "o")));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("skipping unreadable checkpoint"), std::string::npos) << r.output;
+  // It fell back to epoch 0's checkpoint and trained epoch 1 again.
   EXPECT_NE(r.output.find("epoch 0 done"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 -- Training accuracy"), std::string::npos) << r.output;
   // Truncated: also detected.
   ctrain::write_file_atomic(newest, bytes.substr(0, bytes.size() / 2));
   r = run_command(mnist("--epochs 2 --resume-from " + newest + " --output-dir " + (out_ / "o3")));
@@ -85,15 +94,17 @@ TEST_F(FaultTest, CorruptCheckpointIsDetectedAndSkipped) {
 }
 
 TEST_F(FaultTest, HungRankMakesTheJobFailWithinTheTimeout) {
-  // Rank 1 SIGSTOPs itself mid-epoch: rank 0 must time out (10 s) naming the collective, and
-  // the launcher must stop the group (SIGKILL after the grace period) and exit non-zero.
+  // Rank 1 SIGSTOPs itself mid-epoch: rank 0 must time out (10 s) naming the collective and
+  // exit 1, and the launcher must stop the group (SIGKILL after the grace period) and exit
+  // with rank 0's code.
   // --dist-timeout also bounds the rendezvous, where a rank's start-up may lag the other's on a
   // loaded machine: rank 0's 10 s leaves rank 1 that much to join, and rank 1, whose own
   // timeout never runs out here (it is stopped), gets 120 s to wait for rank 0's store.
   const std::string rank_timeout = "--dist-timeout $(if [ \"$RANK\" = 0 ]; then echo 10; else echo 120; fi)";
   const auto r = run_command("CTRAIN_FAULT_AT=stop:0:3:1 " +
                              launch("sh -c 'exec " + mnist("--epochs 2 " + rank_timeout + " --output-dir " + (out_ / "o")) + "'"));
-  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("rank 0 exited with code 1"), std::string::npos) << r.output;
   // Rank 0 gave up at its own timeout, in the collective, and said so.
   EXPECT_NE(r.output.find("allreduce of DDP bucket"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("failed on rank 0 (timeout 10 s)"), std::string::npos) << r.output;

@@ -1,4 +1,4 @@
-// Part of hostile_test: see tests/hostile/README (one file per class of hostile input).
+// Part of hostile_test, one file per class of hostile input (README, Tests: hostile input).
 // Hostile models and images: a model.pt whose spec was crafted (a mean of 0 or 1 values, sizes
 // that allocate 120 GB, wrong JSON types), JPEGs and PNGs cut short, and JSON numbers that are
 // not finite as a float.
