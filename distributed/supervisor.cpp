@@ -125,6 +125,22 @@ std::vector<size_t> reap(std::vector<Child>& cs) {
   return failed;
 }
 
+// A rank that exited with a code (not killed) on one node is often the echo of a rank that
+// died on another: its collective's connection broke. Before this node names its own rank as
+// the failure, the other node's report gets this long to arrive, so that the failure every
+// node names is the cause. A failure with no other node's report costs this much delay.
+constexpr std::chrono::milliseconds kEchoWindow{2000};
+
+// The failure another node reports within kEchoWindow ("" for none, or on a stop signal).
+std::string failure_elsewhere(NodeAgent& agent) {
+  const auto until = std::chrono::steady_clock::now() + kEchoWindow;
+  for (;;) {
+    if (std::string why = agent.poll(); !why.empty()) return why;
+    if (stop_signal() != 0 || std::chrono::steady_clock::now() >= until) return "";
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 // Runs one attempt of the group; returns 0 or the first failing rank's exit code (1 when the
 // ranks were stopped because another node failed or was lost). With several nodes, `agent`
 // carries this node's failure to the others and theirs to this one.
@@ -159,7 +175,16 @@ int run_group(const GroupOptions& o, int attempt, ctrain::distributed::NodeAgent
                       std::chrono::milliseconds(static_cast<int64_t>(o.grace_s * 1000));
     }
     const std::vector<size_t> failed = reap(cs);
-    if (!failed.empty() && !stopping) {
+    std::string remote;  // another node's failure, when it is the cause of this node's
+    if (!failed.empty() && !stopping && agent && !cs[failed.front()].process.signaled()) {
+      remote = failure_elsewhere(*agent);
+    }
+    if (!remote.empty()) {
+      for (size_t i : failed) std::fprintf(stderr, "ctrain-launch: rank %d exited with code %d\n", cs[i].rank, cs[i].exit_code);
+      std::fprintf(stderr, "ctrain-launch: %s; stopping the ranks of node %d\n", remote.c_str(), o.node_rank);
+      first_failure = 1;
+      stop_ranks();
+    } else if (!failed.empty() && !stopping) {
       first_failure = cs[failed.front()].exit_code;
       // Every rank that failed before the stop, one line each; later exits are the stop's.
       for (size_t i : failed) {

@@ -127,6 +127,11 @@ TEST_F(SweepTest, KilledSweepResumesToTheSameResult) {
       "--param learning-rate='loguniform(-6,-1)' --param batch-size='choice(64,128)'";
   const std::string args = "--epochs 2";
   const std::string a = out_ / "alone", b = out_ / "killed";
+  // Epochs of 1 s: a trial the median policy stops after its first epoch must get the SIGTERM
+  // before it writes its second, or its record (epochs_run, best_metric, what TPE learns from)
+  // differs between the two sweeps. The sweep looks every 100 ms; 1 s leaves a loaded machine
+  // room (0.2 s did not, in principle).
+  ::setenv("CTRAIN_STAND_IN_EPOCH_S", "1", 1);
   const auto ra = run_command(sweep(a, settings, args));
   ASSERT_EQ(ra.exit_code, 0) << ra.output;
   // The trial held below is one the policy lets finish: a policy stop would end the hold early.
@@ -162,6 +167,7 @@ TEST_F(SweepTest, KilledSweepResumesToTheSameResult) {
   for (const auto& t : read_jsonl(b + "/sweep.jsonl")) kb.insert(key(t));
   EXPECT_EQ(ka.size(), 4u);
   EXPECT_EQ(ka, kb) << ra.output << "\n---\n" << rb.output;
+  ::unsetenv("CTRAIN_STAND_IN_EPOCH_S");
 }
 
 // ASHA on the real trainer (the one sweep here that runs it) and the synthetic set: rungs of

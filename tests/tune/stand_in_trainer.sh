@@ -49,10 +49,14 @@ pause() { sleep "$1" & waiter=$!; wait "$waiter"; waiter=; }
 
 while [ "$epoch" -lt "$epochs" ]; do
   pause "${CTRAIN_STAND_IN_EPOCH_S:-0.2}"
-  acc=$(awk -v lr="$lr" -v e="$epoch" 'BEGIN { printf "%.6f", 1 - exp(-10 * lr * (e + 1)) }')
-  printf '%d\n' "$epoch" > "$dir/checkpoints/epoch-$(printf %04d "$epoch").pt"
-  printf '{"epoch":%d,"train_loss":%s,"validation_acc":%s,"lr":%s}\n' \
-    "$epoch" "$(awk -v a="$acc" 'BEGIN { printf "%.6f", 1 - a }')" "$acc" "$lr" >> "$dir/metrics.jsonl"
+  # Every value is computed (in its own command) before anything is written: a SIGTERM to the
+  # process group kills a running awk, and the shell runs its trap only once the command in
+  # progress ends. Inside a printf's arguments that would append a line with an empty field.
+  values=$(awk -v lr="$lr" -v e="$epoch" 'BEGIN { a = 1 - exp(-10 * lr * (e + 1)); printf "%.6f %.6f %04d", a, 1 - a, e }')
+  acc=${values%% *} rest=${values#* }
+  loss=${rest%% *} name=${rest#* }
+  printf '%d\n' "$epoch" > "$dir/checkpoints/epoch-$name.pt"
+  printf '{"epoch":%d,"train_loss":%s,"validation_acc":%s,"lr":%s}\n' "$epoch" "$loss" "$acc" "$lr" >> "$dir/metrics.jsonl"
   echo "$epoch -- Training accuracy: $acc Validation accuracy: $acc"
   if [ "$resume" = 0 ] && [ "$epoch" = 0 ] && [ "${CTRAIN_STAND_IN_HOLD:-}" = "$dir" ]; then
     while :; do pause 1; done
