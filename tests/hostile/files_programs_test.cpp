@@ -1,27 +1,20 @@
 // Part of hostile_test, one file per class of hostile input (README, Tests: hostile input).
-// Files from outside (issue 26), against the programs and the file readers (files_test.cpp
-// has the report, the sweep and the parameter space): metrics lines with absurd or malformed values, sweep records
-// holding HTML, file names that are not UTF-8, devices and FIFOs where a file is expected,
-// stray folders in the registry, torn lines left by a killed writer, and parameter expressions
-// whose ranges leave double. Library calls that used to hang or fill memory run in a forked
-// child with a time and memory limit, and programs run under `timeout`, so a regression fails
-// the test instead of hanging CI.
+// Files from outside (issue 26) against the programs and the file readers: devices and FIFOs
+// where a file is expected, file names that are not UTF-8, torn metrics lines left by a killed
+// writer, stray folders in the registry. Programs run under `timeout` and library calls in a
+// bounded child (files_support.h), so a regression fails the test instead of hanging CI.
+// files_test.cpp has the report, the sweep and the parameter space.
 #include <gtest/gtest.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 
-#include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -34,17 +27,13 @@
 #include "tests/hostile/files_support.h"
 #include "tests/serve/serve_fixtures.h"
 #include "tests/support/fixtures.h"
-#include "tracking/report.h"
-#include "tune/space.h"
+#include "tracking/jsonl.h"
 
 namespace {
 
 namespace fs = std::filesystem;
-using ctrain::testing::bin;
-using ctrain::testing::read_text;
-using ctrain::testing::run_command;
-using ctrain::testing::TempDir;
-using namespace ctrain::testing::hostile;  // files_support.h
+using namespace ctrain::testing;           // bin, run_command, read_text, TempDir
+using namespace ctrain::testing::hostile;  // bounded, run_bounded, write_text, contains
 
 TEST(HostileFilesRead, ReadFileRefusesDevicesFifosAndDirectoriesUnreadAndHonoursItsCap) {
   TempDir d;
