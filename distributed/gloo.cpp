@@ -129,47 +129,55 @@ std::string host_name() {
   return host;
 }
 
-namespace {
-
-// Each rank's host and Gloo address, published before Gloo connects, so that a failed
-// connection can name the rank behind the address in Gloo's message.
-void publish_address(c10d::Store& store, int rank, const std::string& address) {
-  store.set("ctrain/gloo/" + std::to_string(rank), bytes(host_name() + " " + address));
+void publish_host(c10d::Store& store, int rank, const std::string& address) {
+  store.set("ctrain/host/" + std::to_string(rank), bytes(host_name() + " " + address));
 }
 
-// "rank 1 (host node1, 10.0.0.2)" for the peers whose address `message` names as "[address]";
-// in a two-rank job, the other rank whatever the message says.
-std::string peers_named_in(c10d::Store& store, const LaunchInfo& info, const std::string& message) {
-  std::string named;
-  for (int r = 0; r < info.world_size; ++r) {
-    const std::string key = "ctrain/gloo/" + std::to_string(r);
-    if (r == info.rank || !store.check({key})) continue;
-    const std::string value = text(store.get(key));
-    const auto space = value.rfind(' ');
-    const std::string address = value.substr(space + 1);
-    const bool named_there = !address.empty() && message.find("[" + address + "]") != std::string::npos;
-    if (!named_there && info.world_size != 2) continue;
-    named += (named.empty() ? "" : ", ") + std::string("rank ") + std::to_string(r) + " (host " +
-             value.substr(0, space) + ", " + address + ")";
-  }
-  return named;
+namespace {
+
+// "rank 1 (host node1, 10.0.0.2)" from the published `value` ("node1 10.0.0.2").
+std::string describe(int rank, const std::string& value) {
+  const auto space = value.rfind(' ');
+  const std::string host = value.substr(0, space), address = space == std::string::npos ? "" : value.substr(space + 1);
+  return "rank " + std::to_string(rank) + " (host " + host + (address.empty() ? "" : ", " + address) + ")";
 }
 
 }  // namespace
+
+std::string describe_rank(c10d::Store& store, int rank) {
+  const std::string key = "ctrain/host/" + std::to_string(rank);
+  if (!store.check({key})) return "rank " + std::to_string(rank);
+  return describe(rank, text(store.get(key)));
+}
+
+std::string ranks_named_in(c10d::Store& store, int self, int world_size, const std::string& message,
+                           bool the_other_of_two) {
+  std::string named;
+  for (int r = 0; r < world_size; ++r) {
+    const std::string key = "ctrain/host/" + std::to_string(r);
+    if (r == self || !store.check({key})) continue;
+    const std::string value = text(store.get(key));
+    const std::string address = value.substr(value.rfind(' ') + 1);
+    const bool named_there = !address.empty() && message.find("[" + address + "]") != std::string::npos;
+    if (!named_there && !(the_other_of_two && world_size == 2)) continue;
+    named += (named.empty() ? "" : ", ") + describe(r, value);
+  }
+  return named;
+}
 
 c10::intrusive_ptr<c10d::ProcessGroupGloo> connect_gloo(const c10::intrusive_ptr<c10d::Store>& store,
                                                         const LaunchInfo& info, const GlooDevices& devices,
                                                         std::chrono::milliseconds timeout) {
   auto opts = c10d::ProcessGroupGloo::Options::create(connect_timeout(timeout));
   opts->devices = devices;
-  publish_address(*store, info.rank, device_address(devices.front()->str()));
+  publish_host(*store, info.rank, device_address(devices.front()->str()));
   try {
     return c10::make_intrusive<GlooBoundedConnect>(store, info.rank, info.world_size, opts, timeout);
   } catch (const std::exception& e) {
     const std::string message = message_of(e);
     std::string peers;
     try {
-      peers = peers_named_in(*store, info, message);
+      peers = ranks_named_in(*store, info.rank, info.world_size, message, /*the_other_of_two=*/true);
     } catch (const std::exception&) {  // the store went with rank 0: the message alone, then
     }
     throw Error("rank " + std::to_string(info.rank) + " (host " + host_name() + ") could not connect to " +

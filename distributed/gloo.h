@@ -30,4 +30,15 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> connect_gloo(const c10::intrusive_ptr
 // This host's name (gethostname), for messages.
 std::string host_name();
 
+// The ranks' table, on the store after the rendezvous, so that an error can name the rank, host
+// and address behind a failure ("rank 1 (host node1, 10.0.0.2)"). `address` is the one the
+// peers connect to ("" where the backend does not say, as NCCL).
+void publish_host(c10d::Store& store, int rank, const std::string& address);
+// "rank 1 (host node1, 10.0.0.2)", or "rank 1" when it did not publish.
+std::string describe_rank(c10d::Store& store, int rank);
+// The ranks other than `self` whose address `message` names as "[address]" (Gloo's way),
+// described; with `the_other_of_two`, a two-rank job's other rank whatever the message says.
+std::string ranks_named_in(c10d::Store& store, int self, int world_size, const std::string& message,
+                           bool the_other_of_two);
+
 }  // namespace ctrain::distributed

@@ -13,7 +13,10 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
+#include <memory>
 #include <optional>
+#include <thread>
 
 #include "core/error.h"
 #include "core/torch_error.h"
@@ -179,6 +182,7 @@ std::vector<std::string> apply_nccl_error_handling_env(const LaunchInfo& info) {
 struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;
   c10::intrusive_ptr<compat::BackendBase> pg;
+  std::string init_method;
 };
 
 bool nccl_available() {
@@ -227,6 +231,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
   }
   auto impl = std::make_unique<Impl>();
   impl->store = rendezvous(info, timeout);
+  impl->init_method = info.init_method;
   std::string transport = backend;
   if (backend == "gloo") {
     transport = "gloo over";
@@ -234,6 +239,7 @@ std::unique_ptr<ProcessGroup> ProcessGroup::create(const LaunchInfo& info, std::
     impl->pg = connect_gloo(impl->store, info, devices, timeout);
   } else {
 #ifdef USE_C10D_NCCL
+    publish_host(*impl->store, info.rank, "");  // Gloo's connect publishes its own
     for (const auto& v : apply_nccl_error_handling_env(info)) transport += (transport == backend ? " (" : ", ") + v;
     if (transport != backend) transport += ")";
     auto opts = c10d::ProcessGroupNCCL::Options::create();
@@ -260,10 +266,61 @@ void ProcessGroup::wait(const c10::intrusive_ptr<c10d::Work>& work, const std::s
   try {
     work->wait(timeout_);
   } catch (const std::exception& e) {
+    const std::string message = message_of(e);
     throw Error(what + " failed on rank " + std::to_string(rank_) + " (timeout " +
-                    std::to_string(timeout_.count() / 1000) + " s): " + message_of(e),
+                    std::to_string(timeout_.count() / 1000) + " s): " + message + waited_for(message),
                 "a peer rank died or hung; see its log. --dist-timeout sets the limit");
   }
+}
+
+namespace {
+
+// How long a rank whose collective failed gives its peers to report failures of their own: they
+// entered the collective within moments of each other, so their timeouts end as close together.
+constexpr std::chrono::seconds kReportWindow{5};
+
+}  // namespace
+
+std::string ProcessGroup::waited_for(const std::string& message) {
+  auto result = std::make_shared<std::promise<std::string>>();
+  std::future<std::string> named = result->get_future();
+  // On a thread of its own: a hung rank 0 holds the store, and a read of it would wait the whole
+  // --dist-timeout again. Detached: a read stuck there must not hold up the error.
+  std::thread([result, store = impl_->store, rank = rank_, size = size_, gloo = backend_ == "gloo",
+               message] {
+    try {
+      store->set("ctrain/failed/" + std::to_string(rank), bytes("1"));
+      const int64_t failed_before = store->add("ctrain/failed", 1) - 1;
+      // Gloo names a peer whose connection closed ("Connection closed by peer [10.0.0.6]:...").
+      if (const std::string closed = gloo ? ranks_named_in(*store, rank, size, message, false) : "";
+          !closed.empty()) {
+        result->set_value("; its peer " + closed + " closed the connection (died?)");
+        return;
+      }
+      const auto until = std::chrono::steady_clock::now() + kReportWindow;
+      int64_t failed = failed_before + 1;
+      while (failed < size && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        failed = store->add("ctrain/failed", 0);
+      }
+      std::string silent;
+      int count = 0;
+      for (int r = 0; r < size && failed < size; ++r) {
+        if (r == rank || store->check({"ctrain/failed/" + std::to_string(r)})) continue;
+        if (++count <= 8) silent += (silent.empty() ? "" : ", ") + describe_rank(*store, r);
+      }
+      if (count > 8) silent += " and " + std::to_string(count - 8) + " more";
+      result->set_value(silent.empty() ? "" : "; waited for " + silent + ", which reported no failure of its own within " +
+                                                  std::to_string(kReportWindow.count()) + " s: dead, hung or cut off");
+    } catch (const std::exception&) {
+      result->set_value("; the store on rank 0 no longer answers: rank 0 died or its host is cut off");
+    }
+  }).detach();
+  if (named.wait_for(kReportWindow + std::chrono::seconds(2)) != std::future_status::ready) {
+    return "; the store on rank 0 (" + impl_->init_method + ") did not answer within " +
+           std::to_string(kReportWindow.count() + 2) + " s: rank 0 hung, or its host is cut off";
+  }
+  return named.get();
 }
 
 void ProcessGroup::allreduce_sum(torch::Tensor& t, const std::string& what) {

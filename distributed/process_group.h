@@ -1,7 +1,8 @@
 #pragma once
 // A c10d process group (Gloo or NCCL) over a c10d store (TCPStore or FileStore), owned as one
-// object. Every blocking call names the collective in its error, so a dead or hung peer shows
-// up as "allreduce of DDP bucket 2 failed after 60 s: ..." rather than as a hang.
+// object. Every blocking call names the collective in its error, and the peer it waited for, so
+// a dead or hung peer shows up as "allreduce of DDP bucket 2 failed on rank 0 (timeout 60 s):
+// ...; waited for rank 1 (host node1, 10.0.0.6), ..." rather than as a hang.
 #include <torch/torch.h>
 
 #include <chrono>
@@ -46,6 +47,11 @@ class ProcessGroup {
  private:
   struct Impl;
   explicit ProcessGroup(std::unique_ptr<Impl> impl);
+  // After a collective failed here with `message`: "; ..." naming the peer it waited for (one
+  // whose connection closed, by Gloo's message; else those that did not report a failure of
+  // their own on the store within a few seconds: dead, hung or cut off), or the store's rank 0
+  // when the store is gone. "" when every peer failed too. Bounded by a few seconds.
+  std::string waited_for(const std::string& message);
   std::unique_ptr<Impl> impl_;
   int rank_ = 0, size_ = 1;
   std::string backend_, transport_;

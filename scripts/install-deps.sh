@@ -11,6 +11,7 @@ packages=(
   libjpeg62-turbo-dev                 # JPEGs decoded by region (jpeg_crop_scanline) in the image pipeline
   protobuf-compiler                   # TensorBoard event messages from tracking/tensorboard.proto
   libopenmpi-dev openmpi-bin
+  iptables libnetfilter-queue-dev     # the multi-node tests' slow, lossy link where the kernel has no netem
   libgtest-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev zlib1g-dev
   libboost-dev libssl-dev             # ctrain-serve's HTTP layer (Boost.Beast); SHA-256 for the model registry
   libcpp-httplib-dev                  # the serve tests' HTTP client

@@ -10,105 +10,26 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
-#include <utility>
-
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../support/fixtures.h"
+#include "../support/hosts.h"
 #include "engine/checkpoint.h"
 #include "models/mlp.h"
 
 namespace {
 
 using ctrain::testing::bin;
+using ctrain::testing::Hosts;
+using ctrain::testing::LinkDelay;
 using ctrain::testing::max_abs_diff;
 using ctrain::testing::read_text;
 using ctrain::testing::run_command;
 using ctrain::testing::spawn_command;
 using ctrain::testing::wait_exit;
-
-// N hosts: namespaces "ct<pid>h<i>", host i at <base><i+1> (10.77.0.<i+1> by default) on a bridge-free star: host 0
-// has one veth to each other host (two hosts: one link). Addresses repeat across test processes
-// without clashing: each process's namespaces form a network of their own. Removed on
-// destruction, failed test or not (deleting a namespace deletes its veth ends).
-class Hosts {
- public:
-  explicit Hosts(int n, std::string base = "10.77.0.") : base_(std::move(base)) {
-    const std::string tag = "ct" + std::to_string(::getpid());
-    for (int i = 0; i < n; ++i) names_.push_back(tag + "h" + std::to_string(i));
-    std::string script = "set -e; ";
-    for (const auto& ns : names_) script += "ip netns add " + ns + "; ip -n " + ns + " link set lo up; ";
-    for (int i = 1; i < n; ++i) {
-      const std::string a = tag + "a" + std::to_string(i), b = tag + "b" + std::to_string(i);
-      script += "ip link add " + a + " netns " + names_[0] + " type veth peer name " + b + " netns " + names_[i] + "; ";
-      script += "ip -n " + names_[0] + " addr add " + at(0) + "/32 dev " + a + "; ";
-      script += "ip -n " + names_[0] + " link set " + a + " up; ";
-      script += "ip -n " + names_[0] + " route add " + at(i) + "/32 dev " + a + "; ";
-      script += "ip -n " + names_[i] + " addr add " + at(i) + "/32 dev " + b + "; ";
-      script += "ip -n " + names_[i] + " link set " + b + " up; ";
-      script += "ip -n " + names_[i] + " route add " + at(0) + "/32 dev " + b + "; ";
-    }
-    const auto r = run_command(script);
-    if (r.exit_code != 0) why_not_ = "cannot make network namespaces here (root and iproute2 needed): " + r.output;
-  }
-  ~Hosts() {
-    for (const auto& ns : names_) run_command("ip netns del " + ns + " 2>/dev/null");
-  }
-  const std::string& why_not() const { return why_not_; }
-  const std::string& name(int i) const { return names_[static_cast<size_t>(i)]; }
-  // Takes host i's link to host 0 down (both ends), or brings it back with its routes (a link
-  // going down drops the routes through it).
-  void cut(int i) const {
-    run_command("ip -n " + names_[0] + " link set " + veth('a', i) + " down; ip -n " + names_[i] + " link set " +
-                veth('b', i) + " down");
-  }
-  void restore(int i) const {
-    run_command("ip -n " + names_[0] + " link set " + veth('a', i) + " up; ip -n " + names_[i] + " link set " +
-                veth('b', i) + " up; ip -n " + names_[0] + " route replace " + at(i) + "/32 dev " + veth('a', i) +
-                "; ip -n " + names_[i] + " route replace " + at(0) + "/32 dev " + veth('b', i));
-  }
-  // `tc netem` on both ends of host i's link (e.g. "delay 50ms loss 1%"); "" when done, else why
-  // not (the kernel's sch_netem may be missing).
-  std::string netem(int i, const std::string& spec) const {
-    const auto r = run_command("ip netns exec " + names_[0] + " tc qdisc add dev " + veth('a', i) + " root netem " +
-                               spec + " && ip netns exec " + names_[i] + " tc qdisc add dev " + veth('b', i) +
-                               " root netem " + spec);
-    return r.exit_code == 0 ? "" : "tc netem is not available here: " + r.output;
-  }
-  // A token bucket (`tc tbf`, e.g. "rate 20mbit burst 16kb latency 20ms") on both ends of host
-  // i's link: packets wait in its queue (delay) and are dropped when they would wait longer
-  // (loss). "" when done, else why not.
-  std::string throttle(int i, const std::string& spec) const {
-    const auto r = run_command("ip netns exec " + names_[0] + " tc qdisc add dev " + veth('a', i) + " root tbf " +
-                               spec + " && ip netns exec " + names_[i] + " tc qdisc add dev " + veth('b', i) +
-                               " root tbf " + spec);
-    return r.exit_code == 0 ? "" : "tc tbf is not available here: " + r.output;
-  }
-  // Packets the token buckets of host i's link dropped, both ends.
-  long long dropped(int i) const {
-    long long total = 0;
-    for (const auto& [ns, dev] : {std::pair{names_[0], veth('a', i)}, std::pair{names_[static_cast<size_t>(i)], veth('b', i)}}) {
-      const std::string out = run_command("ip netns exec " + ns + " tc -s qdisc show dev " + dev).output;
-      const auto at = out.find("dropped ");
-      if (at != std::string::npos) total += std::atoll(out.c_str() + at + 8);
-    }
-    return total;
-  }
-  static std::string address(int i) { return "10.77.0." + std::to_string(i + 1); }
-  std::string at(int i) const { return base_ + std::to_string(i + 1); }
-  std::string veth(char end, int i) const { return "ct" + std::to_string(::getpid()) + end + std::to_string(i); }
-  // `cmd` run on host i, without the interface variables a user may have set.
-  std::string on(int i, const std::string& cmd) const {
-    return "ip netns exec " + names_[static_cast<size_t>(i)] + " env -u GLOO_SOCKET_IFNAME -u NCCL_SOCKET_IFNAME " + cmd;
-  }
-
- private:
-  std::string base_;
-  std::vector<std::string> names_;
-  std::string why_not_;
-};
 
 class MultiNodeTest : public ctrain::testing::SyntheticMnistSuite {
  protected:
@@ -120,6 +41,14 @@ class MultiNodeTest : public ctrain::testing::SyntheticMnistSuite {
     return bin("ctrain-launch") + " --nnodes " + std::to_string(nnodes) + " --node-rank " + std::to_string(rank) +
            " --nproc-per-node 1 --master-addr " + Hosts::address(0) + " --master-port 29517 " + launcher + " " +
            mnist("--batch-size 32 " + mnist_args);
+  }
+  // Rank r of a two-rank job on host r, started without a launcher (as mpirun or Slurm start
+  // ranks): the launch variables set by hand, `env` before them.
+  std::string bare_rank(const Hosts& hosts, int r, const std::string& mnist_args, const std::string& env = "") const {
+    return hosts.on(r, env + "RANK=" + std::to_string(r) + " WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=" +
+                           hosts.at(0) + " MASTER_PORT=29517 " +
+                           mnist("--batch-size 32 --no-onnx --output-dir " + (out_ / ("r" + std::to_string(r))) + " " +
+                                 mnist_args));
   }
   void expect_one_epoch_equals_one_host(const Hosts& hosts);
   // The exit code of `pid` if it ends within `seconds`, else -1 (and it is killed).
@@ -217,13 +146,8 @@ TEST_F(MultiNodeTest, AGlooConnectionThatCannotBeMadeEndsEveryRankNamingThePeer)
   Hosts hosts(2, "192.168.77.");
   if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
   const std::string log0 = out_ / "rank0.log", log1 = out_ / "rank1.log";
-  auto rank = [&](int r, const std::string& env) {
-    return hosts.on(r, env + "RANK=" + std::to_string(r) + " WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=" +
-                           hosts.at(0) + " MASTER_PORT=29517 " +
-                           mnist("--batch-size 32 --dist-timeout 12 --no-onnx --output-dir " + (out_ / ("r" + std::to_string(r)))));
-  };
-  const pid_t r0 = spawn_command(rank(0, "GLOO_SOCKET_IFNAME=lo "), log0);
-  const pid_t r1 = spawn_command(rank(1, ""), log1);
+  const pid_t r0 = spawn_command(bare_rank(hosts, 0, "--dist-timeout 12", "GLOO_SOCKET_IFNAME=lo "), log0);
+  const pid_t r1 = spawn_command(bare_rank(hosts, 1, "--dist-timeout 12"), log1);
   // 40 s: past --dist-timeout and its start-up, short of Gloo's own 5 x 12 s.
   const int rc0 = exit_within(r0, 40), rc1 = exit_within(r1, 40);
   const std::string text0 = read_text(log0), text1 = read_text(log1);
@@ -235,6 +159,32 @@ TEST_F(MultiNodeTest, AGlooConnectionThatCannotBeMadeEndsEveryRankNamingThePeer)
   EXPECT_NE(text0.find(", " + hosts.at(1) + ") over Gloo"), std::string::npos) << text0;
   EXPECT_NE(text1.find("could not connect to rank 0 (host "), std::string::npos) << text1;
   EXPECT_NE(text1.find(", 127.0.0.1) over Gloo"), std::string::npos) << text1;
+}
+
+// Ranks without a launcher (mpirun, Slurm) whose link is cut mid-epoch for good: no launcher's
+// channel stops them, so each must give up in its collective at --dist-timeout and say whom it
+// waited for: rank 0 names rank 1 and its host, rank 1 names the store it lost with rank 0.
+TEST_F(MultiNodeTest, ALinkCutUnderRanksWithoutALauncherEndsEachNamingThePeer) {
+  Hosts hosts(2);
+  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
+  const std::string log0 = out_ / "rank0.log", log1 = out_ / "rank1.log";
+  const pid_t r0 = spawn_command(bare_rank(hosts, 0, "--epochs 400 --dist-timeout 8"), log0);
+  const pid_t r1 = spawn_command(bare_rank(hosts, 1, "--epochs 400 --dist-timeout 8"), log1);
+  ASSERT_TRUE(ctrain::testing::poll_until([&] { return ctrain::testing::count_lines(out_ / "r0/metrics.jsonl") >= 1; }))
+      << read_text(log0);
+  hosts.cut(1);
+  // 40 s: past --dist-timeout and the few seconds a rank gives its peers to report.
+  const int rc0 = exit_within(r0, 40), rc1 = exit_within(r1, 40);
+  const std::string text0 = read_text(log0), text1 = read_text(log1);
+  ASSERT_NE(rc0, -1) << "rank 0 still waited 40 s after the link went down\n" << text0;
+  ASSERT_NE(rc1, -1) << "rank 1 still waited 40 s after the link went down\n" << text1;
+  EXPECT_EQ(rc0, 1) << text0;
+  EXPECT_EQ(rc1, 1) << text1;
+  EXPECT_NE(text0.find("failed on rank 0 (timeout 8 s)"), std::string::npos) << text0;
+  EXPECT_NE(text0.find("waited for rank 1 (host "), std::string::npos) << text0;
+  EXPECT_NE(text0.find(", " + hosts.at(1) + "), which reported no failure"), std::string::npos) << text0;
+  EXPECT_NE(text1.find("failed on rank 1 (timeout 8 s)"), std::string::npos) << text1;
+  EXPECT_NE(text1.find("the store on rank 0"), std::string::npos) << text1;
 }
 
 // A node that never comes is named after --join-timeout, before any rank starts.
@@ -345,25 +295,21 @@ void MultiNodeTest::expect_one_epoch_equals_one_host(const Hosts& hosts) {
             1e-5);
 }
 
-// 50 ms of delay and 1% loss each way (tc netem): slower, the same weights.
+// 50 ms of delay and 1% loss each way: slower, the same weights. tc netem where the kernel has
+// it; elsewhere link_delay does the same from an NFQUEUE.
 TEST_F(MultiNodeTest, DelayAndLossOnTheLinkLoseNothing) {
   Hosts hosts(2);
   if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
-  if (const std::string why = hosts.netem(1, "delay 50ms loss 1%"); !why.empty()) GTEST_SKIP() << why;
+  std::optional<LinkDelay> user_space;
+  if (const std::string no_netem = hosts.netem(1, "delay 50ms loss 1%"); !no_netem.empty()) {
+    user_space.emplace(hosts, 1, 50, 0.01, out_ / "link_delay");
+    if (!user_space->why_not().empty()) GTEST_SKIP() << no_netem << "; " << user_space->why_not();
+    std::printf("no sch_netem here: link_delay holds each packet 50 ms and drops 1%%\n");
+  }
   expect_one_epoch_equals_one_host(hosts);
-}
-
-// Where the kernel has no sch_netem (as on the CI machines), a token bucket makes real delay and
-// loss on the link: DDP's buckets overflow its queue, packets are dropped and TCP retransmits.
-// The job finishes with the weights of a one-host run, and the link did drop packets.
-TEST_F(MultiNodeTest, AThrottledLinkThatDropsPacketsLosesNothing) {
-  Hosts hosts(2);
-  if (!hosts.why_not().empty()) GTEST_SKIP() << hosts.why_not();
-  if (const std::string why = hosts.throttle(1, "rate 20mbit burst 16kb latency 20ms"); !why.empty()) GTEST_SKIP() << why;
-  expect_one_epoch_equals_one_host(hosts);
-  const long long dropped = hosts.dropped(1);
-  std::printf("the link's token buckets dropped %lld packets\n", dropped);
-  EXPECT_GT(dropped, 0) << "the token bucket dropped nothing: no loss was tried";
+  const long long dropped = user_space ? user_space->stop() : hosts.dropped(1);
+  std::printf("the link dropped %lld packets\n", dropped);
+  EXPECT_GT(dropped, 0) << "no packet was lost: the loss was not tried";
 }
 
 // mpirun across the two hosts: Open MPI starts rank 1's orted on host 1 through a launch agent

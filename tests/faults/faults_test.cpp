@@ -108,6 +108,8 @@ TEST_F(FaultTest, HungRankMakesTheJobFailWithinTheTimeout) {
   // Rank 0 gave up at its own timeout, in the collective, and said so.
   EXPECT_NE(r.output.find("allreduce of DDP bucket"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("failed on rank 0 (timeout 10 s)"), std::string::npos) << r.output;
+  // ... and named the rank it waited for, which never reported a failure of its own.
+  EXPECT_NE(r.output.find("waited for rank 1 (host "), std::string::npos) << r.output;
 }
 
 TEST_F(FaultTest, UnwritableOutputIsRefusedBeforeTraining) {
