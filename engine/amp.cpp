@@ -1,5 +1,7 @@
 #include "engine/amp.h"
 
+#include <cmath>
+
 #include "core/error.h"
 #include "core/torch_compat.h"
 
@@ -31,6 +33,16 @@ bool GradScaler::unscale(const std::vector<torch::Tensor>& params) const {
     g.mul_(inv);
   }
   return found.defined() && found.item<bool>();
+}
+
+void GradScaler::restore(double scale, int64_t growth_tracker) {
+  if (!(std::isfinite(scale) && scale > 0.0) || growth_tracker < 0 || growth_tracker >= o_.growth_interval) {
+    throw Error("saved fp16 loss scale " + std::to_string(scale) + " with growth tracker " +
+                    std::to_string(growth_tracker) + " is not a state the scaler can reach",
+                "the checkpoint is damaged or not ctrain's; resume from another one");
+  }
+  scale_ = scale;
+  good_steps_ = growth_tracker;
 }
 
 void GradScaler::update(bool found_inf) {

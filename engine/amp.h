@@ -52,6 +52,9 @@ class GradScaler {
 
   double scale() const { return scale_; }
   int64_t growth_tracker() const { return good_steps_; }
+  // Continues from a saved state (a resumed run); throws ctrain::Error for a scale that is not
+  // positive and finite or a tracker outside [0, growth_interval).
+  void restore(double scale, int64_t growth_tracker);
   torch::Tensor scale_loss(const torch::Tensor& loss) const { return loss * scale_; }
   // Divides every defined gradient in `params` by the scale; true if any is inf or NaN. One
   // host read (as GradScaler.step's found_inf.item() in PyTorch).

@@ -84,6 +84,13 @@ CheckpointMeta read_meta(torch::serialize::InputArchive& ar) {
   m.best_epoch = v.toInt();
   m.config = nlohmann::json::parse(read_string(ar, "config"));
   m.spec = nlohmann::json::parse(read_string(ar, "spec"));
+  if (ar.try_read("loss_scale", v)) {
+    LossScale s;
+    s.scale = v.toDouble();
+    ar.read("loss_scale_growth_tracker", v);
+    s.growth_tracker = v.toInt();
+    m.loss_scale = s;
+  }
   return m;
 }
 
@@ -149,6 +156,10 @@ void checkpoint_save(const std::string& path, torch::nn::Module& module,
   ar.write("best_epoch", c10::IValue(meta.best_epoch));
   ar.write("config", c10::IValue(meta.config.dump()));
   ar.write("spec", c10::IValue(meta.spec.dump()));
+  if (meta.loss_scale) {
+    ar.write("loss_scale", c10::IValue(meta.loss_scale->scale));
+    ar.write("loss_scale_growth_tracker", c10::IValue(meta.loss_scale->growth_tracker));
+  }
 
   std::string payload;
   ar.save_to([&payload](const void* data, size_t n) {

@@ -3,7 +3,8 @@
 //
 // Layout: "CTRAINCK" magic, u32 format version, u64 payload size, u32 CRC-32 of the payload,
 // then the payload, a LibTorch OutputArchive (zip) holding the model, the optimizer state,
-// the epoch, the CPU RNG state, and JSON strings for the run config and the model spec.
+// the epoch, the CPU RNG state, JSON strings for the run config and the model spec, and an fp16
+// run's loss scale.
 // The size and CRC make a truncated or bit-flipped file detectable before LibTorch parses it.
 #include <torch/torch.h>
 
@@ -16,12 +17,20 @@
 
 namespace ctrain::engine {
 
+// An fp16 run's loss scale (engine/amp.h's GradScaler) where it stood at the save, so a resumed
+// run continues at the same scale rather than at 65536 with its growth count reset.
+struct LossScale {
+  double scale = 0.0;
+  int64_t growth_tracker = 0;  // consecutive good steps since the scale last changed
+};
+
 struct CheckpointMeta {
   int64_t epoch = -1;          // last completed epoch (0-based); -1 = none
   double best_val_acc = 0.0;
   int64_t best_epoch = -1;
   nlohmann::json config;       // the run's TrainConfig (and app options)
   nlohmann::json spec;         // what model this is: {"arch": "mlp", ...}, for loaders/exporters
+  std::optional<LossScale> loss_scale;  // --amp fp16 runs only; files before it have none
 };
 
 // Writes atomically (core/fs.h): `path` is either the previous file or the complete new one.

@@ -103,6 +103,7 @@ const CheckpointMeta& Checkpointer::resume(torch::nn::Module& module, torch::opt
     meta_.epoch = loaded.epoch;
     meta_.best_val_acc = loaded.best_val_acc;
     meta_.best_epoch = loaded.best_epoch;
+    meta_.loss_scale = loaded.loss_scale;
     if (rt_.is_rank0()) std::cout << "resumed from " << *resume_from_ << " (epoch " << meta_.epoch << " done)\n";
   }
   if (distributed::ProcessGroup* pg = rt_.pg.get()) {
@@ -127,8 +128,9 @@ void Checkpointer::save(const std::string& path, torch::nn::Module& module, torc
 }
 
 void Checkpointer::after_epoch(const EpochStats& st, int64_t best_epoch, torch::nn::Module& module,
-                               torch::optim::Optimizer& optimizer) {
+                               torch::optim::Optimizer& optimizer, std::optional<LossScale> loss_scale) {
   meta_.epoch = st.epoch;
+  meta_.loss_scale = loss_scale;
   meta_.best_val_acc = st.best_val_acc;
   meta_.best_epoch = best_epoch;
   if (cfg_.keep_best && st.is_best) save(model_path_, module, nullptr, "best model save");

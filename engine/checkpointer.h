@@ -32,9 +32,10 @@ class Checkpointer {
 
   // After epoch `st.epoch`'s evaluation: model.pt when it is the best so far (keep_best), the
   // checkpoint on --checkpoint-every epochs and the last, pruned to --keep-checkpoints. Every
-  // rank calls it; rank 0 writes, and no rank runs ahead of a save.
+  // rank calls it; rank 0 writes, and no rank runs ahead of a save. `loss_scale`: an fp16
+  // run's, saved with the checkpoint.
   void after_epoch(const EpochStats& st, int64_t best_epoch, torch::nn::Module& module,
-                   torch::optim::Optimizer& optimizer);
+                   torch::optim::Optimizer& optimizer, std::optional<LossScale> loss_scale = std::nullopt);
   // model.pt of the final weights (unless keep_best chose one, and one exists).
   void finish(int64_t epochs_run, torch::nn::Module& module);
 

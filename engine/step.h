@@ -88,6 +88,7 @@ class TrainStep {
   const torch::Tensor& correct() const { return correct_; }
   void reset_correct();
   const GradScaler* scaler() const { return scaler_.get(); }
+  GradScaler* scaler() { return scaler_.get(); }
   // With StepOptions::cuda_graph: "" when steps are captured, else why they run eagerly.
   const std::string& graph_status() const { return graph_status_; }
 

@@ -4,7 +4,9 @@
 #include <cmath>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -187,6 +189,13 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model, data::Ba
   }
   RunLog log(cfg, rt, hooks.on_epoch);
   TrainStep step(model, *optimizer, ddp.get(), rt.device, step_options(cfg, rt.pg.get()));
+  if (GradScaler* scaler = step.scaler(); scaler != nullptr && resumed.loss_scale) {
+    scaler->restore(resumed.loss_scale->scale, resumed.loss_scale->growth_tracker);
+    if (rt.is_rank0()) {
+      std::cout << "fp16 loss scale " << scaler->scale() << " resumed (" << scaler->growth_tracker()
+                << " good steps toward the next growth)" << std::endl;
+    }
+  }
   if (cfg.cuda_graph && rt.is_rank0()) say_graph_status(step);
   EpochLoop loop(cfg, rt, step, train_data, hooks, checkpointer.dir());
 
@@ -206,7 +215,9 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model, data::Ba
       result.best_epoch = epoch;
     }
     st.best_val_acc = result.best_val_acc;
-    checkpointer.after_epoch(st, result.best_epoch, *model.module, *optimizer);
+    std::optional<LossScale> loss_scale;
+    if (const GradScaler* scaler = std::as_const(step).scaler()) loss_scale = LossScale{scaler->scale(), scaler->growth_tracker()};
+    checkpointer.after_epoch(st, result.best_epoch, *model.module, *optimizer, loss_scale);
     log.epoch(st, loop.trace());
     result.final_val_acc = st.val.acc;
     ++result.epochs_run;

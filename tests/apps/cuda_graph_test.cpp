@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../support/fixtures.h"
+#include "engine/checkpoint.h"
 #include "tracking/report.h"
 
 namespace {
@@ -87,6 +88,27 @@ TEST_F(CudaGraphTest, MnistCapturedTrainsAsEager) {
   // falling loss this closely, but make the fall itself explicit.
   const auto l = losses(out_ / "graph");
   EXPECT_LT(l.back(), 0.9 * l.front());
+}
+
+// --amp fp16 across a resume: the loss scaler continues from the checkpoint (its scale and its
+// count of good steps toward the next growth), so the resumed run's last checkpoint holds the
+// uninterrupted run's scaler state and its losses follow the same trajectory. Without the saved
+// state the second half would start again at 65536 with a count of 0: a different scale, or a
+// count 16 steps short.
+TEST_F(CudaGraphTest, AnFp16RunResumesAtItsLossScale) {
+  const auto whole = run_command(mnist("--device cuda --amp fp16 --epochs 4 --output-dir " + (out_ / "whole")));
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  auto r = run_command(mnist("--device cuda --amp fp16 --epochs 2 --output-dir " + (out_ / "split")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(mnist("--device cuda --amp fp16 --epochs 4 --resume --output-dir " + (out_ / "split")));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("fp16 loss scale"), std::string::npos) << r.output;
+  const auto a = ctrain::engine::checkpoint_peek(ctrain::engine::checkpoint_list(out_ / "whole/checkpoints").back());
+  const auto b = ctrain::engine::checkpoint_peek(ctrain::engine::checkpoint_list(out_ / "split/checkpoints").back());
+  ASSERT_TRUE(a.loss_scale && b.loss_scale);
+  EXPECT_EQ(b.loss_scale->scale, a.loss_scale->scale);
+  EXPECT_EQ(b.loss_scale->growth_tracker, a.loss_scale->growth_tracker);
+  expect_same_trajectory(out_ / "split", out_ / "whole", 1e-3);
 }
 
 // Captured across a resume: 2 epochs, then 2 more from the checkpoint, end where 4 uninterrupted

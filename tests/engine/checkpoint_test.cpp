@@ -65,6 +65,7 @@ TEST(CheckpointTest, RoundTripRestoresModelOptimizerRngAndMeta) {
   EXPECT_DOUBLE_EQ(meta.best_val_acc, 0.75);
   EXPECT_EQ(meta.config["epochs"], 9);
   EXPECT_EQ(meta.spec["arch"], "mlp");
+  EXPECT_FALSE(meta.loss_scale.has_value());  // not an fp16 run
   EXPECT_TRUE(torch::equal(torch::rand({3}), expected_draw));
   // Momentum buffers came back: one more identical step keeps the two models identical.
   torch::manual_seed(5);
@@ -72,6 +73,19 @@ TEST(CheckpointTest, RoundTripRestoresModelOptimizerRngAndMeta) {
   torch::manual_seed(5);
   train_a_little(m2, opt2);
   EXPECT_TRUE(same_params(*m, *m2));
+}
+
+// An fp16 run's loss scale comes back with its checkpoint, growth count included.
+TEST(CheckpointTest, AnFp16RunsLossScaleRoundTrips) {
+  TempDir dir;
+  auto m = small_mlp();
+  CheckpointMeta meta = some_meta();
+  meta.loss_scale = LossScale{8192.0, 1234};
+  checkpoint_save(dir / "c.pt", *m, nullptr, meta);
+  const CheckpointMeta back = checkpoint_peek(dir / "c.pt");
+  ASSERT_TRUE(back.loss_scale.has_value());
+  EXPECT_EQ(back.loss_scale->scale, 8192.0);
+  EXPECT_EQ(back.loss_scale->growth_tracker, 1234);
 }
 
 TEST(CheckpointTest, DetectsFlippedByteTruncationAndForeignFiles) {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "models/mlp.h"
@@ -252,6 +254,22 @@ TEST(GradScalerTest, FollowsPyTorchsRules) {
   // An undefined gradient (an unused parameter) is not a finding.
   torch::Tensor unused = torch::ones({2}, torch::requires_grad());
   EXPECT_FALSE(s.unscale({unused}));
+}
+
+// A resumed scaler continues where the saved one stood: one more good step after 1999 grows
+// the scale, as it would have without the interruption. States it cannot reach are refused.
+TEST(GradScalerTest, RestoredStateContinuesTheCount) {
+  GradScaler s;
+  s.restore(1024.0, 1999);
+  EXPECT_EQ(s.scale(), 1024.0);
+  s.update(false);
+  EXPECT_EQ(s.scale(), 2048.0);
+  EXPECT_EQ(s.growth_tracker(), 0);
+  for (const auto& [scale, tracker] : std::vector<std::pair<double, int64_t>>{
+           {0.0, 0}, {-1.0, 0}, {std::numeric_limits<double>::infinity(), 0}, {1024.0, -1}, {1024.0, 2000}}) {
+    EXPECT_THROW(s.restore(scale, tracker), Error) << scale << " " << tracker;
+  }
+  EXPECT_EQ(s.scale(), 2048.0);  // a refused state changes nothing
 }
 
 }  // namespace
