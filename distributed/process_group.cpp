@@ -287,10 +287,10 @@ std::string ProcessGroup::waited_for(const std::string& message) {
   // On a thread of its own: a hung rank 0 holds the store, and a read of it would wait the whole
   // --dist-timeout again. Detached: a read stuck there must not hold up the error.
   std::thread([result, store = impl_->store, rank = rank_, size = size_, gloo = backend_ == "gloo",
-               message] {
+               message, at = impl_->init_method] {
     try {
       store->set("ctrain/failed/" + std::to_string(rank), bytes("1"));
-      const int64_t failed_before = store->add("ctrain/failed", 1) - 1;
+      int64_t failed = store->add("ctrain/failed", 1);
       // Gloo names a peer whose connection closed ("Connection closed by peer [10.0.0.6]:...").
       if (const std::string closed = gloo ? ranks_named_in(*store, rank, size, message, false) : "";
           !closed.empty()) {
@@ -298,7 +298,6 @@ std::string ProcessGroup::waited_for(const std::string& message) {
         return;
       }
       const auto until = std::chrono::steady_clock::now() + kReportWindow;
-      int64_t failed = failed_before + 1;
       while (failed < size && std::chrono::steady_clock::now() < until) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
         failed = store->add("ctrain/failed", 0);
@@ -313,7 +312,7 @@ std::string ProcessGroup::waited_for(const std::string& message) {
       result->set_value(silent.empty() ? "" : "; waited for " + silent + ", which reported no failure of its own within " +
                                                   std::to_string(kReportWindow.count()) + " s: dead, hung or cut off");
     } catch (const std::exception&) {
-      result->set_value("; the store on rank 0 no longer answers: rank 0 died or its host is cut off");
+      result->set_value("; the store on rank 0 (" + at + ") no longer answers: rank 0 died or its host is cut off");
     }
   }).detach();
   if (named.wait_for(kReportWindow + std::chrono::seconds(2)) != std::future_status::ready) {

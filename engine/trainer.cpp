@@ -6,7 +6,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "core/error.h"
@@ -216,7 +215,7 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model, data::Ba
     }
     st.best_val_acc = result.best_val_acc;
     std::optional<LossScale> loss_scale;
-    if (const GradScaler* scaler = std::as_const(step).scaler()) loss_scale = LossScale{scaler->scale(), scaler->growth_tracker()};
+    if (const GradScaler* scaler = step.scaler()) loss_scale = LossScale{scaler->scale(), scaler->growth_tracker()};
     checkpointer.after_epoch(st, result.best_epoch, *model.module, *optimizer, loss_scale);
     log.epoch(st, loop.trace());
     result.final_val_acc = st.val.acc;
