@@ -98,7 +98,15 @@ void RunLog::epoch(const EpochStats& st, const EpochTrace& trace) {
                              {"samples_per_sec", st.samples_per_sec},
                              {"lr", st.lr},
                              {"momentum", st.momentum},
-                             {"world_size", world_size_}}
+                             {"world_size", world_size_},
+                             {"phases",
+                              {{"data_s", st.phases.data_s},
+                               {"step_s", st.phases.step_s},
+                               {"sync_s", st.phases.sync_s},
+                               {"slowest_step", st.phases.slowest_step},
+                               {"slowest_step_s", st.phases.slowest_step_s},
+                               {"eval_s", st.phases.eval_s},
+                               {"checkpoint_s", st.phases.checkpoint_s}}}}
                   .dump()
            << std::endl;
   if (!metrics_) {

@@ -11,6 +11,21 @@ struct EvalStats {
   int64_t samples = 0;
 };
 
+// Where an epoch's wall time went, from the host's side (metrics.jsonl "phases"). On a GPU
+// the loop only queues work: step_s is the time spent launching it, sync_s the wait for the
+// device to finish at the epoch's end, so a GPU-bound epoch shows in sync_s, a launch-bound
+// one in step_s, a starved one in data_s, and a fixed per-epoch cost (a re-tune, a host sync
+// inside a step) as one slow step.
+struct EpochPhases {
+  double data_s = 0.0;          // waiting in the batch source's next()
+  double step_s = 0.0;          // in the training step (host time)
+  double sync_s = 0.0;          // the epoch's final host sync and the metrics allreduce
+  int64_t slowest_step = 0;     // 1-based
+  double slowest_step_s = 0.0;  // its host time
+  double eval_s = 0.0;          // evaluation after the epoch
+  double checkpoint_s = 0.0;    // the epoch's checkpoint (0 when none was due)
+};
+
 struct EpochStats {
   int64_t epoch = 0;   // 0-based, as the reference scripts print it
   int64_t epochs = 0;  // total
@@ -21,6 +36,7 @@ struct EpochStats {
   double lr = 0.0, momentum = 0.0;
   double best_val_acc = 0.0;
   bool is_best = false;
+  EpochPhases phases;
 };
 
 }  // namespace ctrain::engine

@@ -92,19 +92,31 @@ class EpochLoop {
     trace_.step_size.assign(static_cast<size_t>(steps), 0.0f);
     step_.reset_correct();
     int64_t samples = 0, step = 0;
+    phases_ = EpochPhases{};
     const auto t_epoch = Clock::now();
-    while (auto batch = data_.next()) {
+    for (;;) {
+      auto t_phase = Clock::now();
+      auto batch = data_.next();
+      phases_.data_s += seconds_since(t_phase);
+      if (!batch) break;
       if (stop_signal() != 0) {  // checked first: no message is built on the steps that go on
         throw_if_stopped("in epoch " + std::to_string(epoch) + " at step " + std::to_string(step) + " of " +
                              std::to_string(steps),
                          "the last good checkpoint is in " + ckpt_dir_ + "; rerun with --resume to continue");
       }
       if (hooks_.before_step) hooks_.before_step(epoch, step + 1, batch->input);
+      t_phase = Clock::now();
       // ---- TRAINING STEP BEGIN ---------------------------------------------------------
       const TrainStep::Result out =
           step_.run(batch->input, batch->target, MicroBatch{step, cfg_.dist.accumulate, steps});
       // ---- TRAINING STEP END: everything that follows in the loop is bookkeeping ---------
       ++step;
+      const double step_s = seconds_since(t_phase);
+      phases_.step_s += step_s;
+      if (step_s > phases_.slowest_step_s) {
+        phases_.slowest_step_s = step_s;
+        phases_.slowest_step = step;
+      }
       if (!out.accepted) {
         ++skipped_steps_;
         continue;
@@ -126,9 +138,12 @@ class EpochLoop {
     const int64_t steps = trace_.step_loss.size(0);
     const torch::Tensor sizes =
         torch::from_blob(trace_.step_size.data(), {steps}, torch::kFloat32).to(rt_.device);
+    const auto t_sync = Clock::now();
     const auto sums = global_sums((trace_.step_loss * sizes).sum(), step_.correct(), samples, rt_.pg.get(),
                                   "training metrics");
     EpochStats st;
+    st.phases = phases_;
+    st.phases.sync_s = seconds_since(t_sync);
     // Timed after global_sums' host sync: on a GPU the loop only queues the epoch's work.
     st.seconds = seconds_since(t_epoch);
     st.epoch = epoch;
@@ -161,6 +176,7 @@ class EpochLoop {
   const TrainHooks& hooks_;
   std::string ckpt_dir_;
   EpochTrace trace_;
+  EpochPhases phases_;
   int64_t skipped_steps_ = 0;  // over the run, for the warning
 };
 
@@ -207,7 +223,9 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model, data::Ba
     set_lr(*optimizer, lr);
     model.module->train();
     EpochStats st = loop.run(epoch, lr);
+    auto t_phase = Clock::now();
     st.val = evaluate(model, val_data, rt.device, rt.pg.get(), cfg.channels_last);
+    st.phases.eval_s = seconds_since(t_phase);
     st.is_best = result.best_epoch < 0 || st.val.acc > result.best_val_acc;
     if (st.is_best) {
       result.best_val_acc = st.val.acc;
@@ -216,7 +234,9 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model, data::Ba
     st.best_val_acc = result.best_val_acc;
     std::optional<LossScale> loss_scale;
     if (const GradScaler* scaler = step.scaler()) loss_scale = LossScale{scaler->scale(), scaler->growth_tracker()};
+    t_phase = Clock::now();
     checkpointer.after_epoch(st, result.best_epoch, *model.module, *optimizer, loss_scale);
+    st.phases.checkpoint_s = seconds_since(t_phase);
     log.epoch(st, loop.trace());
     result.final_val_acc = st.val.acc;
     ++result.epochs_run;
