@@ -38,9 +38,9 @@ torch::Tensor ShardSampler::indices(int64_t epoch) const {
 }
 
 TensorBatchSource::TensorBatchSource(torch::Tensor inputs, torch::Tensor targets,
-                                     int64_t batch_size, ShardSampler sampler)
-    : inputs_(std::move(inputs)),
-      targets_(std::move(targets)),
+                                     int64_t batch_size, ShardSampler sampler, torch::Device device)
+    : inputs_(inputs.to(device)),
+      targets_(targets.to(device)),
       batch_size_(batch_size),
       sampler_(std::move(sampler)) {
   if (batch_size_ <= 0) throw ConfigError("--batch-size must be positive");
@@ -51,7 +51,7 @@ TensorBatchSource::TensorBatchSource(torch::Tensor inputs, torch::Tensor targets
 }
 
 void TensorBatchSource::start_epoch(int64_t epoch) {
-  order_ = sampler_.indices(epoch);
+  order_ = sampler_.indices(epoch).to(inputs_.device());
   pos_ = 0;
 }
 

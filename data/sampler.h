@@ -33,10 +33,13 @@ class ShardSampler {
 // shard's index list into consecutive runs of `batch_size` means that with W ranks of batch b
 // the union of one step's micro-batches is exactly the global batch (W*b samples) that one
 // rank with batch W*b would take, which is what makes DDP runs comparable to 1-process runs.
+// With a CUDA `device` the dataset is copied there once, each epoch's order follows it (the
+// same randperm, made on the host), and a batch is gathered on the device: no host work per
+// step beyond two kernel launches, and no host-to-device copy.
 class TensorBatchSource : public BatchSource {
  public:
   TensorBatchSource(torch::Tensor inputs, torch::Tensor targets, int64_t batch_size,
-                    ShardSampler sampler);
+                    ShardSampler sampler, torch::Device device = torch::kCPU);
   void start_epoch(int64_t epoch) override;
   std::optional<Batch> next() override;
   int64_t batches_per_epoch() const override;

@@ -1,5 +1,9 @@
 #include "engine/step.h"
 
+#include <sstream>
+#include <string>
+#include <type_traits>
+
 #include "core/error.h"
 #include "core/torch_compat.h"
 #include "distributed/ddp.h"
@@ -14,9 +18,73 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const OptimConfig& o,
     case Optimizer::kSgd:
       break;
   }
-  return std::make_unique<torch::optim::SGD>(
+  return std::make_unique<MultiTensorSgd>(
       std::move(params),
       torch::optim::SGDOptions(o.learning_rate).momentum(o.momentum).weight_decay(o.weight_decay));
+}
+
+namespace {
+
+// The optimizer's state key of a parameter: LibTorch 1.13 keys by the TensorImpl's address as
+// text (c10::guts::to_string, an ostream of the pointer), 2.x by the address itself.
+template <class State>
+typename State::key_type state_key(const State&, const torch::Tensor& param) {
+  if constexpr (std::is_same_v<typename State::key_type, std::string>) {
+    std::ostringstream os;
+    os << param.unsafeGetTensorImpl();
+    return os.str();
+  } else {
+    return param.unsafeGetTensorImpl();
+  }
+}
+
+}  // namespace
+
+torch::Tensor MultiTensorSgd::step(LossClosure closure) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor loss;
+  if (closure != nullptr) {
+    at::AutoGradMode enable_grad(true);
+    loss = closure();
+  }
+  for (auto& group : param_groups()) {
+    const auto& o = static_cast<const torch::optim::SGDOptions&>(group.options());
+    std::vector<torch::Tensor> keys, params, grads;  // keys: the group's own tensors
+    for (auto& p : group.params()) {
+      if (!p.grad().defined()) continue;
+      keys.push_back(p);
+      params.push_back(p.data());
+      grads.push_back(p.grad().data());
+    }
+    if (params.empty()) continue;
+    // d_p = d_p.add(p, weight_decay)
+    if (o.weight_decay() != 0) grads = at::_foreach_add(grads, params, o.weight_decay());
+    if (o.momentum() != 0) {
+      // A parameter's first step takes buf = d_p; the others buf.mul_(momentum).add_(d_p, 1 - dampening).
+      std::vector<torch::Tensor> bufs(params.size()), old_bufs, old_grads;
+      for (size_t i = 0; i < params.size(); ++i) {
+        const auto key = state_key(state_, keys[i]);
+        auto it = state_.find(key);
+        if (it == state_.end()) {
+          bufs[i] = torch::clone(grads[i]).detach();
+          auto st = std::make_unique<torch::optim::SGDParamState>();
+          st->momentum_buffer(bufs[i]);
+          state_[key] = std::move(st);
+        } else {
+          bufs[i] = static_cast<torch::optim::SGDParamState&>(*it->second).momentum_buffer();
+          old_bufs.push_back(bufs[i]);
+          old_grads.push_back(grads[i]);
+        }
+      }
+      if (!old_bufs.empty()) {
+        at::_foreach_mul_(old_bufs, o.momentum());
+        at::_foreach_add_(old_bufs, old_grads, 1 - o.dampening());
+      }
+      grads = o.nesterov() ? at::_foreach_add(grads, bufs, o.momentum()) : bufs;
+    }
+    at::_foreach_add_(params, grads, -1 * o.lr());
+  }
+  return loss;
 }
 
 void zero_grad_to_none(torch::optim::Optimizer& opt) {
@@ -113,16 +181,18 @@ void TrainStep::manual_backward(const torch::Tensor& target, int64_t accumulate)
 TrainStep::Result TrainStep::run(const torch::Tensor& input, const torch::Tensor& target, const MicroBatch& micro) {
   const bool first = micro.first(), last = micro.last();
   const int64_t accumulate = micro.accumulate;
-  // B = micro-batch size. input: [B, ...] float, target: [B] int64, both copied into the
-  // step's own buffers (reallocated only when the shape changes: the last, shorter batch),
-  // which give them fixed addresses on a GPU (for a CUDA graph) and the NHWC layout with
-  // --channels-last. A CPU batch that needs neither is used as it is: the copy would cost
-  // about 2% of an MNIST step.
+  // B = micro-batch size. input: [B, ...] float, target: [B] int64. A captured step copies
+  // them into its own buffers (fixed addresses: step_graph_cuda.cpp). Otherwise a batch
+  // already on the device in the wanted layout is used as it is (the copy would cost about 2%
+  // of an MNIST step), and any other is copied once into the step's buffers, to the device
+  // and, with --channels-last, into NHWC (reallocated only when the shape changes: the last,
+  // shorter batch).
   if (captures() && first && last && accumulate == 1) {
     if (auto r = run_graph(input, target)) return *r;
   }
   const bool nhwc = options_.channels_last && input.dim() == 4;
-  const bool as_is = device_.is_cpu() && input.device() == device_ && target.device() == device_ && !nhwc;
+  const bool as_is = input.device() == device_ && target.device() == device_ &&
+                     (!nhwc || input.is_contiguous(at::MemoryFormat::ChannelsLast));
   if (!as_is) {
     if (!input_.defined() || input_.sizes() != input.sizes()) {
       const auto opts = input.options().device(device_);

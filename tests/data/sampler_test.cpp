@@ -87,5 +87,31 @@ TEST(TensorBatchSourceTest, TwoRanksOfHalfBatchCoverTheGlobalBatch) {
   EXPECT_FALSE(r0.next().has_value());
 }
 
+// On a GPU (the node), the dataset lives on the device and batches are gathered there: the
+// same batches, in the same order, as on the host, already on the device.
+TEST(TensorBatchSourceTest, OnCudaGathersTheHostsBatchesOnTheDevice) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device here";
+  const int64_t n = 300;
+  const torch::Tensor x = torch::randn({n, 7});
+  const torch::Tensor y = torch::randint(0, 10, {n}, torch::kInt64);
+  TensorBatchSource host(x, y, 64, ShardSampler(n, 1, 2, 5, true));
+  TensorBatchSource gpu(x, y, 64, ShardSampler(n, 1, 2, 5, true), torch::Device(torch::kCUDA, 0));
+  for (int64_t epoch : {0, 3}) {
+    host.start_epoch(epoch);
+    gpu.start_epoch(epoch);
+    int64_t steps = 0;
+    while (auto h = host.next()) {
+      auto g = gpu.next();
+      ASSERT_TRUE(g.has_value());
+      EXPECT_TRUE(g->input.is_cuda() && g->target.is_cuda());
+      EXPECT_TRUE(torch::equal(g->input.cpu(), h->input)) << "epoch " << epoch << " step " << steps;
+      EXPECT_TRUE(torch::equal(g->target.cpu(), h->target)) << "epoch " << epoch << " step " << steps;
+      ++steps;
+    }
+    EXPECT_FALSE(gpu.next().has_value());
+    EXPECT_EQ(steps, host.batches_per_epoch());
+  }
+}
+
 }  // namespace
 }  // namespace ctrain::data

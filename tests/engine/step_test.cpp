@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <limits>
+#include <sstream>
 #include <utility>
 #include <vector>
 
@@ -61,6 +62,70 @@ TEST(TrainStepTest, IsForwardLossBackwardAndOptimizerStep) {
   const auto pa = a.module->parameters(), pb = b.module->parameters();
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "param " << i;
   EXPECT_EQ(step.correct().item<int64_t>(), correct);
+}
+
+// The multi-tensor SGD against LibTorch's own, bitwise, over every option it has: plain,
+// momentum with dampening, Nesterov, weight decay; a parameter without a gradient is left
+// alone (and gets its momentum buffer on its first gradient); its state saved by one loads
+// into the other and continues identically.
+void expect_multi_tensor_sgd_is_libtorchs(torch::Device device) {
+  const std::vector<torch::optim::SGDOptions> options = {
+      torch::optim::SGDOptions(0.1), torch::optim::SGDOptions(0.05).momentum(0.9).dampening(0.1),
+      torch::optim::SGDOptions(0.05).momentum(0.9).nesterov(true).weight_decay(1e-2),
+      torch::optim::SGDOptions(0.2).weight_decay(1e-3)};
+  for (size_t k = 0; k < options.size(); ++k) {
+    Model a = mlp_model(3), b = mlp_model(3);
+    a.module->to(device);
+    b.module->to(device);
+    MultiTensorSgd fast(a.module->parameters(), options[k]);
+    torch::optim::SGD ref(b.module->parameters(), options[k]);
+    auto train = [&](int step, torch::optim::Optimizer& fo, torch::optim::Optimizer& ro) {
+      auto [x_host, y_host] = batch(16, 40 + step);
+      const torch::Tensor x = x_host.to(device), y = y_host.to(device);
+      for (auto [m, opt] : {std::pair{&a, &fo}, std::pair{&b, &ro}}) {
+        zero_grad_to_none(*opt);
+        torch::nn::functional::cross_entropy(m->forward(x), y).backward();
+        // Step 1: the first layer's weight has no gradient (a frozen layer, an unused head).
+        if (step == 1) m->module->parameters()[0].mutable_grad().reset();
+        opt->step();
+      }
+    };
+    for (int step = 0; step < 4; ++step) train(step, fast, ref);
+    const auto pa = a.module->parameters(), pb = b.module->parameters();
+    for (size_t i = 0; i < pa.size(); ++i) {
+      ASSERT_TRUE(torch::equal(pa[i], pb[i])) << "options " << k << ", param " << i;
+    }
+    // The state crosses over: LibTorch's SGD loads what MultiTensorSgd saved, and back.
+    std::stringstream fast_state, ref_state;
+    {
+      torch::serialize::OutputArchive out;
+      fast.save(out);
+      out.save_to(fast_state);
+      torch::serialize::OutputArchive out2;
+      ref.save(out2);
+      out2.save_to(ref_state);
+    }
+    MultiTensorSgd fast2(a.module->parameters(), options[k]);
+    torch::optim::SGD ref2(b.module->parameters(), options[k]);
+    torch::serialize::InputArchive in, in2;
+    in.load_from(ref_state);
+    fast2.load(in);
+    in2.load_from(fast_state);
+    ref2.load(in2);
+    EXPECT_EQ(fast2.state().size(), ref.state().size()) << "options " << k;
+    for (int step = 4; step < 6; ++step) train(step, fast2, ref2);
+    for (size_t i = 0; i < pa.size(); ++i) {
+      EXPECT_TRUE(torch::equal(pa[i], pb[i])) << "options " << k << ", param " << i << " after the state crossed over";
+    }
+  }
+}
+
+TEST(MultiTensorSgdTest, IsLibTorchsSgdBitwiseAndSharesItsState) { expect_multi_tensor_sgd_is_libtorchs(torch::kCPU); }
+
+// On a GPU the multi-tensor kernels run (on the CPU they fall back to one op per tensor).
+TEST(MultiTensorSgdTest, OnCudaIsLibTorchsSgdBitwise) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device here";
+  expect_multi_tensor_sgd_is_libtorchs(torch::Device(torch::kCUDA, 0));
 }
 
 // Model::backward (the MLP's gradients by hand) in place of autograd: the same losses, correct
