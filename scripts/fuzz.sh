@@ -19,7 +19,7 @@ export ASAN_OPTIONS=detect_odr_violation=0:alloc_dealloc_mismatch=0:detect_leaks
 export UBSAN_OPTIONS=print_stacktrace=1
 mkdir -p build-fuzz/crashes
 total_crashes=0
-for name in tf_config jpeg_header gpu_plan decode idx safetensors checkpoint http_request json_body; do
+for name in tf_config jpeg_header gpu_plan decode idx safetensors checkpoint http_request npy json_body; do
   work=build-fuzz/corpus/$name
   mkdir -p "$work"
   cp -n fuzz/corpus/$name/* "$work"/ 2>/dev/null

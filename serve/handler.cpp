@@ -1,9 +1,11 @@
 #include "serve/handler.h"
 
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 
+#include "core/json.h"
 #include "data/decode.h"
 
 namespace ctrain::serve {
@@ -40,7 +42,7 @@ Handler::Handler(engine::Model model, torch::Device device)
 nlohmann::json Handler::metadata() const {
   std::vector<int64_t> batch_shape{-1};
   batch_shape.insert(batch_shape.end(), input_shape_.begin(), input_shape_.end());
-  std::vector<std::string> types{"application/json"};
+  std::vector<std::string> types{"application/json", "application/x-npy"};
   if (image_model_ || side_ > 0) {
     types.push_back("image/jpeg");
     types.push_back("image/png");
@@ -89,6 +91,110 @@ torch::Tensor Handler::preprocess_json(const nlohmann::json& data) const {
         for (size_t i = 0; i < node.size(); ++i) fill(node[i], depth + 1, where + "[" + std::to_string(i) + "]");
       };
   fill(data, 0, "data");
+  return single ? out.unsqueeze(0) : out;
+}
+
+namespace {
+
+// The value of `key` in an .npy header, a Python dict literal such as
+// {'descr': '<f4', 'fortran_order': False, 'shape': (2, 784), }: the text after "'key':" up
+// to the next top-level comma or closing brace, trimmed. "" when the key is absent.
+std::string npy_field(const std::string& header, const std::string& key) {
+  const std::string quoted = "'" + key + "'";
+  size_t at = header.find(quoted);
+  if (at == std::string::npos) return "";
+  at = header.find(':', at + quoted.size());
+  if (at == std::string::npos) return "";
+  int depth = 0;
+  size_t end = at + 1;
+  for (; end < header.size(); ++end) {
+    const char c = header[end];
+    if (c == '(' || c == '[') ++depth;
+    if (c == ')' || c == ']') --depth;
+    if (depth == 0 && (c == ',' || c == '}')) break;
+    if (depth < 0) break;
+  }
+  std::string v = header.substr(at + 1, end - at - 1);
+  const auto first = v.find_first_not_of(" \t"), last = v.find_last_not_of(" \t");
+  return first == std::string::npos ? "" : v.substr(first, last - first + 1);
+}
+
+}  // namespace
+
+torch::Tensor Handler::preprocess_npy(const std::string& bytes) const { return npy_to_tensor(bytes, input_shape_); }
+
+torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>& input_shape) {
+  const std::string expected = "[N, " + shape_string(input_shape).substr(1) + " or " + shape_string(input_shape);
+  auto bad = [](const std::string& why) { return BadInput("the request body (application/x-npy): " + why); };
+  if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) throw bad("not a .npy file (no \\x93NUMPY magic)");
+  const int major = static_cast<unsigned char>(bytes[6]);
+  if (major < 1 || major > 3) throw bad("unknown .npy format version " + std::to_string(major));
+  const auto byte = [&](size_t i) { return static_cast<size_t>(static_cast<unsigned char>(bytes[i])); };
+  const size_t prefix = major == 1 ? 10 : 12;
+  if (bytes.size() < prefix) throw bad("truncated in its preamble");
+  const size_t header_len = major == 1 ? byte(8) | byte(9) << 8 : byte(8) | byte(9) << 8 | byte(10) << 16 | byte(11) << 24;
+  if (header_len > bytes.size() - prefix) {
+    throw bad("its header says " + std::to_string(header_len) + " bytes, but only " +
+              std::to_string(bytes.size() - prefix) + " follow the preamble");
+  }
+  const std::string header = bytes.substr(prefix, header_len);
+  const std::string descr = npy_field(header, "descr");
+  size_t itemsize = 0;
+  if (descr == "'<f4'") itemsize = 4;
+  if (descr == "'<f8'") itemsize = 8;
+  if (itemsize == 0) {
+    throw bad("dtype " + printable(descr.empty() ? std::string("(none)") : descr) +
+              " is not accepted: send little-endian float32 or float64 ('<f4', '<f8')");
+  }
+  const std::string fortran = npy_field(header, "fortran_order");
+  if (fortran != "False") {
+    throw bad("fortran_order is " + printable(fortran.empty() ? std::string("missing") : fortran) +
+              ": send a C-order array (np.ascontiguousarray)");
+  }
+  const std::string shape_text = npy_field(header, "shape");
+  if (shape_text.size() < 2 || shape_text.front() != '(' || shape_text.back() != ')') {
+    throw bad("no shape tuple in its header");
+  }
+  std::vector<int64_t> shape;
+  int64_t count = 1;
+  {
+    std::string dims = shape_text.substr(1, shape_text.size() - 2);
+    size_t i = 0;
+    while (i < dims.size()) {
+      while (i < dims.size() && (dims[i] == ' ' || dims[i] == ',')) ++i;
+      if (i == dims.size()) break;
+      size_t j = i;
+      while (j < dims.size() && dims[j] >= '0' && dims[j] <= '9') ++j;
+      if (j == i || j - i > 12) throw bad("shape " + printable(shape_text) + " is not a tuple of sizes");
+      const int64_t d = std::stoll(dims.substr(i, j - i));
+      shape.push_back(d);
+      // Saturated far beyond any body --max-body-mb lets in, so the product cannot overflow
+      // and the length check below refuses it.
+      constexpr int64_t kTooMany = int64_t{1} << 40;
+      count = d != 0 && count > kTooMany / d ? kTooMany : count * d;
+      i = j;
+    }
+  }
+  const bool single = shape == input_shape;
+  const bool batch = shape.size() == input_shape.size() + 1 && shape[0] >= 1 &&
+                     std::equal(input_shape.begin(), input_shape.end(), shape.begin() + 1);
+  if (!single && !batch) throw BadInput("the array has shape " + shape_string(shape) + "; this model takes " + expected);
+  const size_t data_bytes = bytes.size() - prefix - header_len;
+  if (static_cast<uint64_t>(count) * itemsize != data_bytes) {
+    throw bad("shape " + shape_string(shape) + " of " + std::to_string(itemsize) + "-byte values needs " +
+              std::to_string(static_cast<uint64_t>(count) * itemsize) + " bytes of data, but " +
+              std::to_string(data_bytes) + " follow the header");
+  }
+  // x86-64 and aarch64 are little-endian, as the dtypes accepted: the bytes are the values.
+  auto raw = torch::empty({count}, itemsize == 4 ? torch::kFloat32 : torch::kFloat64);
+  std::memcpy(raw.data_ptr(), bytes.data() + prefix + header_len, data_bytes);
+  torch::Tensor out = raw.to(torch::kFloat32).reshape(shape);
+  const torch::Tensor finite = out.isfinite().reshape({-1});
+  if (!finite.all().item<bool>()) {
+    const int64_t at = finite.logical_not().nonzero()[0][0].item<int64_t>();
+    throw BadInput("the array's value " + std::to_string(at) + " (flat index) is " +
+                   std::to_string(raw[at].item<double>()) + ", not finite as a 32-bit float (|x| <= 3.4e38)");
+  }
   return single ? out.unsqueeze(0) : out;
 }
 

@@ -161,11 +161,13 @@ void Server::Impl::score(const std::string& content_type, const std::string& bod
                                            shape_string(handler_.input_shape())));
       }
       rows = handler_.preprocess_json(parsed["data"]);
+    } else if (type == "application/x-npy") {
+      rows = handler_.preprocess_npy(body);
     } else if (type == "image/jpeg" || type == "image/png") {
       rows = handler_.preprocess_image(body, "the request body (" + type + ")");
     } else {
       return answer(error_reply(415, "Content-Type '" + printable(type) +
-                                         "' is not accepted: send application/json, image/jpeg or image/png"));
+                                         "' is not accepted: send application/json, application/x-npy, image/jpeg or image/png"));
     }
   } catch (const BadInput& e) {
     return answer(error_reply(400, e.what()));

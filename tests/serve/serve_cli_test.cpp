@@ -3,9 +3,13 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
 #include <atomic>
+#include <fstream>
+#include <tuple>
 #include <sstream>
 
+#include "core/fs.h"
 #include "data/idx.h"
 #include "serve/handler.h"
 #include "tests/serve/serve_fixtures.h"
@@ -69,6 +73,67 @@ TEST_F(ServeCli, JsonScoresEqualLibTorchsForwardAndMetadataDescribesTheModel) {
   EXPECT_EQ(m["classes"].size(), 10u);
   EXPECT_EQ(m["spec"]["arch"], "mlp");
   EXPECT_EQ(cli.Get("/health")->status, 200);
+  EXPECT_EQ(svc.stop(), 0);
+}
+
+// application/x-npy: arrays written by NumPy's own np.save (float32 batch, float64 single
+// input) score as the same rows in JSON do; a wrong dtype, Fortran order, a wrong shape, a
+// cut body and a NaN are 400s that say which.
+TEST_F(ServeCli, NpyArraysFromNumpyScoreAsTheirJsonAndBadOnesSayWhy) {
+  CTRAIN_PYTHON_OR_SKIP(py, "numpy", "python3-numpy");
+  const std::string model = write_mlp_model(tmp / "outputs");
+  torch::manual_seed(5);
+  const auto rows = torch::rand({5, 784});
+  {
+    std::ofstream raw(tmp / "rows.f32", std::ios::binary);
+    raw.write(static_cast<const char*>(rows.data_ptr()), static_cast<std::streamsize>(rows.numel() * 4));
+  }
+  const std::string d = tmp.path().string();
+  const auto made = run_command(
+      py + " -c \"import numpy as np; d='" + d + "'; x = np.fromfile(d + '/rows.f32', '<f4').reshape(5, 784)\n"
+      "np.save(d + '/batch.npy', x); np.save(d + '/one.npy', x[2].astype('<f8'))\n"
+      "np.save(d + '/int.npy', x.astype('<i4')); np.save(d + '/fortran.npy', np.asfortranarray(x))\n"
+      "np.save(d + '/shape.npy', x.reshape(5, 28, 28)); y = x.copy(); y[1, 7] = np.nan; np.save(d + '/nan.npy', y)\"");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  ServeProcess svc("--model " + model, tmp / "serve.log");
+  ASSERT_GT(svc.port(), 0) << svc.log();
+  auto cli = svc.client();
+  auto post = [&](const std::string& file, std::string cut = "") {
+    std::string body = read_file(tmp / file);
+    if (!cut.empty()) body.resize(body.size() - std::stoul(cut));
+    return cli.Post("/score", body, "application/x-npy");
+  };
+  const auto batch = post("batch.npy");
+  ASSERT_TRUE(batch);
+  ASSERT_EQ(batch->status, 200) << batch->body;
+  const auto as_json = cli.Post("/score", json_body(rows), "application/json");
+  ASSERT_TRUE(as_json);
+  EXPECT_EQ(nlohmann::json::parse(batch->body), nlohmann::json::parse(as_json->body));
+  const auto one = post("one.npy");
+  ASSERT_TRUE(one);
+  ASSERT_EQ(one->status, 200) << one->body;
+  // A forward of one row may round differently from one of five.
+  const auto p1 = nlohmann::json::parse(one->body)["predictions"][0], p5 = nlohmann::json::parse(as_json->body)["predictions"][2];
+  EXPECT_EQ(p1["label"], p5["label"]);
+  EXPECT_NEAR(p1["probability"].get<double>(), p5["probability"].get<double>(), 1e-5);
+  for (const auto& [file, cut, says] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"int.npy", "", "dtype '<i4' is not accepted"},
+           {"fortran.npy", "", "fortran_order is True"},
+           {"shape.npy", "", "shape [5, 28, 28]; this model takes [N, 784] or [784]"},
+           {"batch.npy", "4", "needs 15680 bytes of data, but 15676 follow"},
+           {"nan.npy", "", "value 791 (flat index) is nan"}}) {
+    const auto r = post(file, cut);
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 400) << file;
+    EXPECT_NE(r->body.find(says), std::string::npos) << file << ": " << r->body;
+  }
+  const auto not_npy = cli.Post("/score", std::string("{\"data\": [1]}"), "application/x-npy");
+  ASSERT_TRUE(not_npy);
+  EXPECT_EQ(not_npy->status, 400);
+  EXPECT_NE(not_npy->body.find("not a .npy file"), std::string::npos) << not_npy->body;
+  const auto md = nlohmann::json::parse(cli.Get("/metadata")->body);
+  EXPECT_NE(std::find(md["content_types"].begin(), md["content_types"].end(), "application/x-npy"),
+            md["content_types"].end());
   EXPECT_EQ(svc.stop(), 0);
 }
 

@@ -203,6 +203,64 @@ TEST(Handler, JsonTakesOneInputOrABatchAndNamesTheExpectedShape) {
   EXPECT_NE(message("hello").find("shape []"), std::string::npos);
 }
 
+// .npy bytes as numpy/lib/format.py lays them out: magic, version, header length (2 bytes in
+// version 1, 4 in 2 and 3), the header dict padded with spaces to a 64-byte boundary and a
+// newline, then the values.
+std::string npy(int version, const std::string& dict, const std::string& data) {
+  const size_t prefix = version == 1 ? 10 : 12;
+  std::string header = dict;
+  while ((prefix + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::string out = std::string("\x93NUMPY") + static_cast<char>(version) + '\0';
+  for (size_t i = 0; i < prefix - 8; ++i) out += static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  return out + header + data;
+}
+
+TEST(Handler, NpyTakesVersionsOneToThreeAndRefusesWhatItCannotRead) {
+  TempDir tmp;
+  serve::Handler h(apps::load_model(write_mlp_model(tmp / "o")), torch::kCPU);
+  std::vector<float> values(2 * 784);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i) / 1000.0f;
+  const std::string f32(reinterpret_cast<const char*>(values.data()), values.size() * 4);
+  for (int version : {1, 2, 3}) {
+    const auto rows = h.preprocess_npy(npy(version, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 784), }", f32));
+    ASSERT_EQ(rows.sizes(), (std::vector<int64_t>{2, 784})) << "version " << version;
+    EXPECT_EQ(rows[1][5].item<float>(), values[784 + 5]);
+  }
+  // Keys in another order, and one input without the batch dimension.
+  EXPECT_EQ(h.preprocess_npy(npy(1, "{'shape': (784,), 'fortran_order': False, 'descr': '<f4'}", f32.substr(0, 784 * 4))).sizes(),
+            (std::vector<int64_t>{1, 784}));
+  auto message = [&](const std::string& bytes) {
+    try {
+      h.preprocess_npy(bytes);
+    } catch (const serve::BadInput& e) {
+      return std::string(e.what());
+    }
+    return std::string("accepted");
+  };
+  const std::string good = npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 784), }", f32);
+  EXPECT_NE(message(good.substr(0, 9)).find("not a .npy file"), std::string::npos);
+  EXPECT_NE(message(good.substr(0, 40)).find("only 30 follow the preamble"), std::string::npos) << message(good.substr(0, 40));
+  std::string v9 = good;
+  v9[6] = 9;
+  EXPECT_NE(message(v9).find("format version 9"), std::string::npos);
+  EXPECT_NE(message(npy(1, "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 784), }", f32)).find("dtype '>f4'"),
+            std::string::npos);
+  EXPECT_NE(message(npy(1, "{'fortran_order': False, 'shape': (2, 784), }", f32)).find("dtype (none)"), std::string::npos);
+  EXPECT_NE(message(npy(1, "{'descr': '<f4', 'shape': (2, 784), }", f32)).find("fortran_order is missing"),
+            std::string::npos);
+  EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }", f32)).find("not a tuple of sizes"),
+            std::string::npos);
+  EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, }", f32)).find("no shape tuple"), std::string::npos);
+  // A shape whose product overflows 64 bits is refused by its length, not trusted.
+  EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (999999999999, 784), }", f32))
+                .find("bytes of data, but 6272 follow"),
+            std::string::npos);
+  const std::string f64(reinterpret_cast<const char*>(std::vector<double>(784, 1e300).data()), 784 * 8);
+  EXPECT_NE(message(npy(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (784,), }", f64)).find("value 0 (flat index)"),
+            std::string::npos);
+}
+
 TEST(Handler, ImagesGoThroughTheEvalTransformOfTheirModel) {
   TempDir tmp;
   // MNIST: a grayscale 28x28 PNG scores as its pixels / 255.
