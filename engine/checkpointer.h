@@ -40,6 +40,8 @@ class Checkpointer {
   void finish(int64_t epochs_run, torch::nn::Module& module);
 
   const std::string& dir() const { return dir_; }
+  // The checkpoint resume() loaded from; empty for a fresh run.
+  std::string resume_path() const { return resume_from_.value_or(""); }
 
  private:
   void save(const std::string& path, torch::nn::Module& module, torch::optim::Optimizer* optimizer,

@@ -205,7 +205,11 @@ TrainResult train(const TrainConfig& cfg_in, Runtime& rt, Model& model, data::Ba
   RunLog log(cfg, rt, hooks.on_epoch);
   TrainStep step(model, *optimizer, ddp.get(), rt.device, step_options(cfg, rt.pg.get()));
   if (GradScaler* scaler = step.scaler(); scaler != nullptr && resumed.loss_scale) {
-    scaler->restore(resumed.loss_scale->scale, resumed.loss_scale->growth_tracker);
+    try {
+      scaler->restore(resumed.loss_scale->scale, resumed.loss_scale->growth_tracker);
+    } catch (const Error& e) {
+      throw Error(checkpointer.resume_path() + ": " + e.what());
+    }
     if (rt.is_rank0()) {
       std::cout << "fp16 loss scale " << scaler->scale() << " resumed (" << scaler->growth_tracker()
                 << " good steps toward the next growth)" << std::endl;
