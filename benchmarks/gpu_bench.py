@@ -9,6 +9,9 @@ bf16 autocast, channels-last, synthetic data) and ResNet-18 at the tutorial's ba
 in images/s against PyTorch eager (benchmarks/gpu_peers.py). ctrain's figures are its own
 metrics.jsonl (epochs after the first, timed after the epoch's host sync); the peers time
 their loops after warm-up. Medians over the repeats. --compile adds torch.compile peers.
+ResNet epochs are 100 steps, without checkpoints. Each ctrain run also records where its epochs'
+time went (metrics.jsonl "phases": launching steps, the end-of-epoch sync, waiting for data,
+the slowest step, evaluation, the checkpoint): a second table, and "phases" in the JSON.
 
 JPEG input (benchmarks/jpeg_peers.py; --no-jpeg leaves it out): a folder of camera-like
 1024x768 JPEGs (2,048 train, 256 val; generated in a temporary folder, or --jpeg-dir DIR, made
@@ -20,6 +23,12 @@ ctrain's images/s over the peer's. Row "ResNet-18 on JPEG files vs synthetic": c
 training resnet18 (batch 256, bf16, channels-last, 2 epochs, --decode gpu) on the folder against
 the same on --synthetic-data 2048; ratio = JPEG over synthetic images/s (the input pipeline keeps
 the GPU fed when it is near 1).
+
+Scoring row (benchmarks/serve_gpu.py): ctrain-serve --device cuda serving ctrain-birds' ResNet-50
+model.pt against the sample's scoring script on the same GPU behind Python's ThreadingHTTPServer,
+both answering POST /score with one [1, 3, 224, 224] float32 .npy per request, 32 client
+processes with keep-alive connections, 8 s per run, alternating; ratio = ctrain's requests/s
+over the peer's (p50/p99 latencies in the log lines).
 
 --dry-run runs every row's commands on the CPU at toy sizes (2 epochs, 64-pixel images,
 batch 2, CUDA-graph peers skipped) so scripts/node-check.sh --dry-run, and with it the test
@@ -97,13 +106,15 @@ def data_only_rates(text):
     return rates
 
 
-# The JPEG rows (images/s): title -> (the figure the ratios divide, its peers). Their "who" keys
+SERVE_ROW = "ResNet-50 scoring, one .npy image per request, 32 clients (requests/s)"
+# The rows of two runs each (images/s, requests/s): title -> (the figure the ratios divide, its peers). Their "who" keys
 # name the measured runs themselves; in the JSON, "ratio_of" names the numerator.
-JPEG_ROWS = {
+PAIR_ROWS = {
     "JPEG input pipeline, batch 256": ("jpeg-pipeline ctrain gpu", ["jpeg-pipeline torchvision nvjpeg",
                                                                    "jpeg-pipeline dataloader 16 workers"]),
     "ResNet-18 on JPEG files vs synthetic, batch 256, bf16, channels-last": ("resnet18 jpeg bf16 cl",
                                                                              ["resnet18 synthetic bf16 cl"]),
+    SERVE_ROW: ("ctrain-serve", ["python peer"]),
 }
 JPEG_DRY_SKIP = "dry run: ctrain-birds here has neither CUDA nor a CPU JPEG decoder"
 
@@ -147,6 +158,17 @@ def main():
         rows.setdefault(name, {}).setdefault(key, []).append(value)
         print(json.dumps({"row": name, "who": key, "value": value}), flush=True)  # survives a cut-off run
 
+    latencies = {}  # the scoring row: who -> [per run: p50, p99, failed requests]
+    phases = {}  # row -> ctrain run -> [per run: its epochs' median "phases" of metrics.jsonl]
+
+    def add_ctrain(name, key, epochs, field):
+        """A ctrain figure (the median of its timed epochs), with where those epochs' time went."""
+        add(name, key, statistics.median(e[field] for e in epochs))
+        if all("phases" in e for e in epochs):
+            ph = {k: statistics.median(e["phases"][k] for e in epochs) for k in epochs[0]["phases"]}
+            phases.setdefault(name, {}).setdefault(key, []).append(ph)
+            print(json.dumps({"row": name, "who": key, "phases": ph}), flush=True)
+
     def skip(name, key, why):
         if key not in skipped.setdefault(name, {}):
             skipped[name][key] = why
@@ -154,10 +176,10 @@ def main():
 
     # (title, ctrain-birds flags, synthetic images per epoch, gpu_peers.py resnet flags)
     resnets = [("ResNet-50, batch 256, bf16, channels-last", ["--arch", "resnet50", "--batch-size", "256",
-                "--amp", "bf16"], 256 * 12, ["--arch", "resnet50", "--batch-size", "256", "--amp", "bf16",
+                "--amp", "bf16"], 256 * 100, ["--arch", "resnet50", "--batch-size", "256", "--amp", "bf16",
                 "--channels-last"]),
                ("ResNet-18, batch 256, bf16, channels-last", ["--arch", "resnet18", "--batch-size", "256",
-                "--amp", "bf16"], 256 * 30, ["--arch", "resnet18", "--batch-size", "256", "--amp", "bf16",
+                "--amp", "bf16"], 256 * 100, ["--arch", "resnet18", "--batch-size", "256", "--amp", "bf16",
                 "--channels-last"]),
                ("ResNet-18, batch 4, fp32", ["--arch", "resnet18", "--batch-size", "4"], 4 * 300,
                 ["--arch", "resnet18", "--batch-size", "4", "--steps", "300"])]
@@ -180,10 +202,10 @@ def main():
         for rep in range(a.repeats):
             name = "MNIST DNN, batch 64 (s/epoch)"
             m = ctrain_metrics([mnist, "--data-folder", a.data_folder, "--device", device, "--epochs", epochs], tmp)
-            add(name, "ctrain", statistics.median(e["seconds"] for e in m))
+            add_ctrain(name, "ctrain", m, "seconds")
             m = ctrain_metrics([mnist, "--data-folder", a.data_folder, "--device", device, "--epochs", epochs,
                                 "--cuda-graph"], tmp)
-            add(name, "ctrain-graph", statistics.median(e["seconds"] for e in m))
+            add_ctrain(name, "ctrain-graph", m, "seconds")
             for which in mnist_peers:
                 e = peer([which, "--data-folder", a.data_folder, "--epochs", epochs, "--device", device])[1:]
                 add(name, which, statistics.median(x["seconds"] for x in e))
@@ -191,10 +213,10 @@ def main():
                 # No checkpoint inside the timed epochs: the peer writes none (issue 29's stall hunt).
                 cargs = cargs + ["--checkpoint-every", "0"]
                 m = ctrain_metrics([birds, "--synthetic-data", str(n), "--device", device, "--epochs", epochs] + cargs, tmp)
-                add(title, "ctrain", statistics.median(e["samples_per_sec"] for e in m))
+                add_ctrain(title, "ctrain", m, "samples_per_sec")
                 m = ctrain_metrics([birds, "--synthetic-data", str(n), "--device", device, "--epochs", epochs,
                                     "--cuda-graph"] + cargs, tmp)
-                add(title, "ctrain-graph", statistics.median(e["samples_per_sec"] for e in m))
+                add_ctrain(title, "ctrain-graph", m, "samples_per_sec")
                 add(title, "eager", statistics.median(x["images_per_sec"] for x in peer(["resnet", "--device", device] + pargs)))
                 if a.compile and "batch 256" in title and not dry:
                     add(title, "compile", statistics.median(x["images_per_sec"] for x in peer(["resnet", "--compile"] + pargs)))
@@ -228,11 +250,34 @@ def main():
                     skip(title, "resnet18 jpeg bf16 cl", "the GPU pipeline failed (see the row above)")
                 else:
                     m = ctrain_metrics([birds, "--data-dir", jdir, "--decode", "gpu", "--workers", "8"] + train, tmp)
-                    add(title, "resnet18 jpeg bf16 cl", statistics.median(e["samples_per_sec"] for e in m))
+                    add_ctrain(title, "resnet18 jpeg bf16 cl", m, "samples_per_sec")
                 m = ctrain_metrics([birds, "--synthetic-data", "32" if dry else "2048"] + train, tmp)
-                add(title, "resnet18 synthetic bf16 cl", statistics.median(e["samples_per_sec"] for e in m))
+                add_ctrain(title, "resnet18 synthetic bf16 cl", m, "samples_per_sec")
                 print(f"JPEG rows: {time.perf_counter() - t_jpeg:.0f}s", file=sys.stderr, flush=True)
             print(f"repeat {rep + 1}/{a.repeats} done", file=sys.stderr, flush=True)
+        serve_bin = os.path.join(a.bin, "ctrain-serve")
+        if not os.path.exists(serve_bin):
+            skip(SERVE_ROW, "ctrain-serve", f"no {serve_bin} (this build has no Boost.Beast/OpenSSL: scripts/node-kit.sh --serving)")
+        else:
+            # The model a user would serve: ctrain-birds' own model.pt (its weights do not matter
+            # for speed), ResNet-50 at 224 (a toy ResNet-18 at 64 in the dry run).
+            t_serve = time.perf_counter()
+            arch, size = ("resnet18", 64) if dry else ("resnet50", 224)
+            model_dir = os.path.join(tmp, "serve-model")
+            run([birds, "--synthetic-data", "8", "--batch-size", "4", "--arch", arch, "--image-size", str(size),
+                 "--device", device, "--epochs", "1", "--no-onnx", "--output-dir", model_dir])
+            sys.path.insert(0, HERE)
+            from serve_gpu import run_row
+            res = run_row(serve_bin, os.path.join(model_dir, "model.pt"), arch, size, device,
+                          clients=2 if dry else 32, seconds=1 if dry else 8, repeats=a.repeats)
+            for who, key in (("ctrain", "ctrain-serve"), ("peer", "python peer")):
+                for rps, p50, p99, failed in res[who]:
+                    add(SERVE_ROW, key, rps)
+                    latencies.setdefault(SERVE_ROW, {}).setdefault(key, []).append(
+                        {"p50": p50, "p99": p99, "failed_requests": failed})
+                    print(json.dumps({"row": SERVE_ROW, "who": key, "p50_ms": p50, "p99_ms": p99, "failed": failed}),
+                          flush=True)
+            print(f"scoring row: {time.perf_counter() - t_serve:.0f}s", file=sys.stderr, flush=True)
     probe = ("import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu (dry run)');"
              "print(torch.__version__)")
     dev, torch_version = run([sys.executable, "-c", probe]).strip().splitlines()
@@ -242,7 +287,7 @@ def main():
     print("| --- | --- | --- | --- | --- | --- | --- |")
     summary = {}
     for name, r in rows.items():
-        if name in JPEG_ROWS:
+        if name in PAIR_ROWS:
             continue
         med = {k: statistics.median(v) for k, v in r.items()}
         summary[name] = {"median": med, "all": r, "unit": "s/epoch" if name.startswith("MNIST") else "images/s"}
@@ -266,13 +311,13 @@ def main():
             extra = f"| {comp:.0f} | {c / comp:.2f}x |" if comp else "| not run | |"
             print(f"| {name} (images/s) | {c0:.0f} | {cg:.0f} | {e:.0f} | {c / e:.2f}x {extra}")
     jpeg_lines = []
-    for name in JPEG_ROWS:
+    for name in PAIR_ROWS:
         if name not in rows and name not in skipped:
             continue
         r = rows.get(name, {})
-        ref, peers = JPEG_ROWS[name]
+        ref, peers = PAIR_ROWS[name]
         med = {k: statistics.median(v) for k, v in r.items()}
-        summary[name] = {"median": med, "all": r, "unit": "images/s",
+        summary[name] = {"median": med, "all": r, "unit": "requests/s" if name == SERVE_ROW else "images/s",
                          "ratio": {k: med[ref] / med[k] for k in peers if ref in med and k in med},
                          "ratio_of": ref}
         if name in skipped:
@@ -281,11 +326,27 @@ def main():
         for k in peers:
             v = f"{med[k]:.0f}" if k in med else "skipped"
             ratio = f"{summary[name]['ratio'][k]:.2f}x" if k in summary[name]["ratio"] else ""
-            jpeg_lines.append(f"| {name} (images/s) | {ref}: {c} | {k}: {v} | {ratio} |")
+            unit = "" if name == SERVE_ROW else " (images/s)"
+            jpeg_lines.append(f"| {name}{unit} | {ref}: {c} | {k}: {v} | {ratio} |")
+        if name in latencies:
+            summary[name]["latency_ms"] = latencies[name]
     if jpeg_lines:
         print("\n| workload | ctrain | peer | ratio |")
         print("| --- | --- | --- | --- |")
         print("\n".join(jpeg_lines))
+    # Where ctrain's epochs went (host seconds per timed epoch, medians; metrics.jsonl "phases"):
+    # step = launching the steps, sync = waiting for the device at the epoch's end, data =
+    # waiting for batches, and the slowest single step (a re-tune or a sync shows there).
+    if phases:
+        print("\n| workload | run | step s | sync s | data s | slowest step (s) | eval s | checkpoint s |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for name, runs in phases.items():
+            for key, per_run in runs.items():
+                med = {k: statistics.median(p[k] for p in per_run) for k in per_run[0]}
+                summary.setdefault(name, {}).setdefault("phases", {})[key] = {"median": med, "all": per_run}
+                print(f"| {name} | {key} | {med['step_s']:.3f} | {med['sync_s']:.3f} | {med['data_s']:.3f} | "
+                      f"#{med['slowest_step']:.0f}: {med['slowest_step_s']:.3f} | {med['eval_s']:.3f} | "
+                      f"{med['checkpoint_s']:.3f} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": dev, "pytorch": torch_version, "dry_run": dry,

@@ -9,32 +9,16 @@ what a user serves; the peer's weights are random (speed does not depend on them
 --python picks the peer's Python (the PyTorch 2.11 environment of scripts/install-torch-wheel.sh,
 with flask installed in it), --bin-dir the ctrain build (build-torch2-cv/bin: the same LibTorch),
 and --peer-compile serves torch.compile(model) on the peer's side."""
-import argparse, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, re, signal, statistics, subprocess, sys, tempfile
 
 import numpy as np
 from PIL import Image
 
-from bench_common import BIN, HERE, free_port
+from bench_common import BIN, HERE, free_port, wait_health
 LUA = """
 local f = io.open(os.getenv("BODY"), "rb"); local body = f:read("*a"); f:close()
 wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = os.getenv("CTYPE")
 """
-
-
-def wait_health(port, proc, timeout=120):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                if s.recv(64).startswith(b"HTTP/1.1 200"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("server never became ready")
 
 
 def to_ms(text):

@@ -23,6 +23,18 @@ export CMAKE_PREFIX_PATH="$torch_prefix:$deps/usr"  # the variable is :-separate
 export GTEST_SOURCE_DIR=$deps/usr/src/googletest
 export EXTRA_INCLUDE_DIR=$deps/usr/include
 export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# libssl-dev's headers (node-kit.sh --serving): its multiarch configuration header, and its
+# libcrypto.so link pointed at the node's own libcrypto.so.3 (the same soname; the kit does not
+# carry the library).
+if [ -d "$deps/usr/include/x86_64-linux-gnu/openssl" ]; then
+  export EXTRA_INCLUDE_DIR="$EXTRA_INCLUDE_DIR;$deps/usr/include/x86_64-linux-gnu"
+  crypto=$deps/usr/lib/x86_64-linux-gnu/libcrypto.so
+  if [ ! -e "$crypto" ]; then
+    for sys in /usr/lib/x86_64-linux-gnu/libcrypto.so.3 /lib/x86_64-linux-gnu/libcrypto.so.3; do
+      [ -e "$sys" ] && { ln -sf "$sys" "$crypto"; break; }
+    done
+  fi
+fi
 [ -d "$kit/data" ] && export FASHION_MNIST_DIR=$kit/data
 if [[ "${BASH_SOURCE[0]}" != "$0" ]]; then return 0; fi  # sourced: the environment only
 build=${1:-build-node}

@@ -8,7 +8,8 @@
 #   scripts/node-check.sh [--out DIR] [--build-dir DIR] [--tests cuda|all|none] [--repeats N]
 #                         [--compile] [--dry-run]
 #
-# On the node (through the device tool, with .gpukit/ carried):
+# On the node (through the device tool, with .gpukit/ carried; `scripts/node-kit.sh --serving`
+# run here first adds ctrain-serve's headers to it, for the scoring row):
 #   set -o pipefail; scripts/node-check.sh --out $OUT 2>&1 | tee $OUT/log
 # --dry-run runs the same steps on a CPU machine with the CUDA parts skipped: the configure in a
 # scratch folder (configure only), the tests and the benchmark's commands on the binaries of an
@@ -79,7 +80,13 @@ else
   grep -A14 "ctrain configuration" "$out/configure.log"
   grep -q "GPU image pipeline (--decode gpu): on" "$out/configure.log" ||
     echo "node-check: WARNING: the GPU image pipeline is off in this build (see the line above): its tests and benchmark rows will be missing"
-  cmake --build "$build" -j "$nproc_" >"$out/build.log" 2>&1 || { grep -B2 -A10 "error" "$out/build.log" | head -80; fail "build" 1; }
+  # -k 0: a part that fails to build (the serving programs with a kit's extra headers, say)
+  # costs its own tests and rows, not the node run; the trainers are required.
+  if ! cmake --build "$build" -j "$nproc_" -- -k 0 >"$out/build.log" 2>&1; then
+    grep -B2 -A10 "error" "$out/build.log" | head -80
+    for b in ctrain-mnist ctrain-birds; do [ -x "$build/bin/$b" ] || fail "build ($b was not built)" 1; done
+    echo "node-check: WARNING: part of the build failed (above, and $out/build.log); going on with what was built"
+  fi
   echo "built: $(ls "$build/bin" | tr '\n' ' ')"
 fi
 
