@@ -103,6 +103,7 @@ void RunLog::epoch(const EpochStats& st, const EpochTrace& trace) {
                               {{"data_s", st.phases.data_s},
                                {"step_s", st.phases.step_s},
                                {"sync_s", st.phases.sync_s},
+                               {"progress_s", st.phases.progress_s},
                                {"slowest_step", st.phases.slowest_step},
                                {"slowest_step_s", st.phases.slowest_step_s},
                                {"eval_s", st.phases.eval_s},

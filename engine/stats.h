@@ -15,11 +15,13 @@ struct EvalStats {
 // the loop only queues work: step_s is the time spent launching it, sync_s the wait for the
 // device to finish at the epoch's end, so a GPU-bound epoch shows in sync_s, a launch-bound
 // one in step_s, a starved one in data_s, and a fixed per-epoch cost (a re-tune, a host sync
-// inside a step) as one slow step.
+// inside a step) as one slow step. The progress line's every --log-interval loss read waits
+// for the device too: progress_s. What none of them holds is the loop's own bookkeeping.
 struct EpochPhases {
   double data_s = 0.0;          // waiting in the batch source's next()
   double step_s = 0.0;          // in the training step (host time)
   double sync_s = 0.0;          // the epoch's final host sync and the metrics allreduce
+  double progress_s = 0.0;      // the progress line's loss reads (a host sync each on a GPU)
   int64_t slowest_step = 0;     // 1-based
   double slowest_step_s = 0.0;  // its host time
   double eval_s = 0.0;          // evaluation after the epoch

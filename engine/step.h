@@ -92,7 +92,8 @@ class TrainStep {
   };
   // One micro-batch (a whole step by default). The first of a cycle zeroes the gradients; the
   // last reduces them across ranks and steps the optimizer. `input` and `target` may be on
-  // the host or the device: they are copied once, into the step's own buffers on the device.
+  // the host or the device: a batch already on the device in the wanted layout is used as it
+  // is (not captured); any other is copied once, into the step's own buffers on the device.
   Result run(const torch::Tensor& input, const torch::Tensor& target, const MicroBatch& micro = {});
 
   // Correct predictions of the accepted micro-batches since reset_correct() (device, int64).

@@ -126,7 +126,9 @@ class EpochLoop {
       trace_.step_loss[step - 1].copy_(out.loss);
       trace_.step_size[static_cast<size_t>(step - 1)] = static_cast<float>(size);
       samples += size;
-      progress.step(step, samples, out.loss);
+      t_phase = Clock::now();
+      progress.step(step, samples, out.loss);  // reads the loss every --log-interval steps
+      phases_.progress_s += seconds_since(t_phase);
     }
     return figures(epoch, lr, samples, t_epoch);
   }
@@ -135,10 +137,11 @@ class EpochLoop {
 
  private:
   EpochStats figures(int64_t epoch, double lr, int64_t samples, Clock::time_point t_epoch) {
+    // Before the copy of the sizes: a pageable host-to-device copy waits for the queued epoch.
+    const auto t_sync = Clock::now();
     const int64_t steps = trace_.step_loss.size(0);
     const torch::Tensor sizes =
         torch::from_blob(trace_.step_size.data(), {steps}, torch::kFloat32).to(rt_.device);
-    const auto t_sync = Clock::now();
     const auto sums = global_sums((trace_.step_loss * sizes).sum(), step_.correct(), samples, rt_.pg.get(),
                                   "training metrics");
     EpochStats st;

@@ -100,13 +100,15 @@ TEST_F(TrainerTest, LearnsAndWritesOutputs) {
                           "samples_per_sec", "lr"}) {
       EXPECT_TRUE(j.contains(k)) << k;
     }
-    // Where the epoch went: parts of the timed epoch (data + step + sync within "seconds"),
+    // Where the epoch went: parts of the timed epoch (data + step + progress + sync within "seconds"),
     // the slowest of its 20 steps, and the evaluation and checkpoint after it.
     const auto& ph = j.at("phases");
     EXPECT_GT(ph.at("step_s").get<double>(), 0.0);
     EXPECT_GE(ph.at("data_s").get<double>(), 0.0);
     EXPECT_GE(ph.at("sync_s").get<double>(), 0.0);
-    EXPECT_LE(ph["data_s"].get<double>() + ph["step_s"].get<double>() + ph["sync_s"].get<double>(),
+    EXPECT_GE(ph.at("progress_s").get<double>(), 0.0);
+    EXPECT_LE(ph["data_s"].get<double>() + ph["step_s"].get<double>() + ph["progress_s"].get<double>() +
+                  ph["sync_s"].get<double>(),
               j["seconds"].get<double>());
     EXPECT_GE(ph.at("slowest_step").get<int64_t>(), 1);
     EXPECT_LE(ph["slowest_step"].get<int64_t>(), 20);
