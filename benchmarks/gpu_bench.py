@@ -165,7 +165,11 @@ def main():
         """A ctrain figure (the median of its timed epochs), with where those epochs' time went."""
         add(name, key, statistics.median(e[field] for e in epochs))
         if all("phases" in e for e in epochs):
-            ph = {k: statistics.median(e["phases"][k] for e in epochs) for k in epochs[0]["phases"]}
+            # Seconds as medians; the slowest step's index as the list of them (a median of
+            # indices would name a step that may never have been the slowest).
+            ph = {k: statistics.median(e["phases"][k] for e in epochs)
+                  for k in epochs[0]["phases"] if k != "slowest_step"}
+            ph["slowest_step"] = [e["phases"]["slowest_step"] for e in epochs]
             phases.setdefault(name, {}).setdefault(key, []).append(ph)
             print(json.dumps({"row": name, "who": key, "phases": ph}), flush=True)
 
@@ -268,8 +272,12 @@ def main():
                  "--device", device, "--epochs", "1", "--no-onnx", "--output-dir", model_dir])
             sys.path.insert(0, HERE)
             from serve_gpu import run_row
-            res = run_row(serve_bin, os.path.join(model_dir, "model.pt"), arch, size, device,
-                          clients=2 if dry else 32, seconds=1 if dry else 8, repeats=a.repeats)
+            try:
+                res = run_row(serve_bin, os.path.join(model_dir, "model.pt"), arch, size, device,
+                              clients=2 if dry else 32, seconds=1 if dry else 8, repeats=a.repeats)
+            except Exception as e:  # the row is lost, not the run's other rows
+                skip(SERVE_ROW, "ctrain-serve", f"the scoring row failed: {e!r}")
+                res = {"ctrain": [], "peer": []}
             for who, key in (("ctrain", "ctrain-serve"), ("peer", "python peer")):
                 for rps, p50, p99, failed in res[who]:
                     add(SERVE_ROW, key, rps)
@@ -318,7 +326,7 @@ def main():
         ref, peers = PAIR_ROWS[name]
         med = {k: statistics.median(v) for k, v in r.items()}
         summary[name] = {"median": med, "all": r, "unit": "requests/s" if name == SERVE_ROW else "images/s",
-                         "ratio": {k: med[ref] / med[k] for k in peers if ref in med and k in med},
+                         "ratio": {k: med[ref] / med[k] for k in peers if ref in med and med.get(k)},
                          "ratio_of": ref}
         if name in skipped:
             summary[name]["skipped"] = skipped[name]
@@ -335,18 +343,22 @@ def main():
         print("| --- | --- | --- | --- |")
         print("\n".join(jpeg_lines))
     # Where ctrain's epochs went (host seconds per timed epoch, medians; metrics.jsonl "phases"):
-    # step = launching the steps, sync = waiting for the device at the epoch's end, data =
-    # waiting for batches, and the slowest single step (a re-tune or a sync shows there).
+    # step = launching the steps, sync = waiting for the device at the epoch's end, progress =
+    # the progress line's loss reads (each waits for the device), data = waiting for batches,
+    # and the slowest single step (a re-tune or a sync shows there) with the steps that were.
     if phases:
-        print("\n| workload | run | step s | sync s | data s | slowest step (s) | eval s | checkpoint s |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("\n| workload | run | step s | sync s | progress s | data s | slowest step (s) | eval s | checkpoint s |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for name, runs in phases.items():
             for key, per_run in runs.items():
-                med = {k: statistics.median(p[k] for p in per_run) for k in per_run[0]}
+                med = {k: statistics.median(p.get(k, 0.0) for p in per_run)
+                       for k in per_run[0] if k != "slowest_step"}
+                med["slowest_step"] = sorted({i for p in per_run for i in p["slowest_step"]})
                 summary.setdefault(name, {}).setdefault("phases", {})[key] = {"median": med, "all": per_run}
-                print(f"| {name} | {key} | {med['step_s']:.3f} | {med['sync_s']:.3f} | {med['data_s']:.3f} | "
-                      f"#{med['slowest_step']:.0f}: {med['slowest_step_s']:.3f} | {med['eval_s']:.3f} | "
-                      f"{med['checkpoint_s']:.3f} |")
+                where = ",".join(f"#{i}" for i in med["slowest_step"])
+                print(f"| {name} | {key} | {med['step_s']:.3f} | {med['sync_s']:.3f} | "
+                      f"{med.get('progress_s', 0.0):.3f} | {med['data_s']:.3f} | "
+                      f"{where}: {med['slowest_step_s']:.3f} | {med['eval_s']:.3f} | {med['checkpoint_s']:.3f} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"device": dev, "pytorch": torch_version, "dry_run": dry,
