@@ -126,6 +126,9 @@ torch::Tensor Handler::preprocess_npy(const std::string& bytes) const { return n
 torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>& input_shape) {
   const std::string expected = "[N, " + shape_string(input_shape).substr(1) + " or " + shape_string(input_shape);
   auto bad = [](const std::string& why) { return BadInput("the request body (application/x-npy): " + why); };
+  // Header text echoed in a message, at most 64 characters of it: the header is the client's,
+  // and up to --max-body-mb long.
+  auto quote = [](const std::string& s) { return printable(s.size() > 64 ? s.substr(0, 64) + "..." : s); };
   if (bytes.size() < 10 || bytes.compare(0, 6, "\x93NUMPY") != 0) throw bad("not a .npy file (no \\x93NUMPY magic)");
   const int major = static_cast<unsigned char>(bytes[6]);
   if (major < 1 || major > 3) throw bad("unknown .npy format version " + std::to_string(major));
@@ -143,12 +146,12 @@ torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>
   if (descr == "'<f4'") itemsize = 4;
   if (descr == "'<f8'") itemsize = 8;
   if (itemsize == 0) {
-    throw bad("dtype " + printable(descr.empty() ? std::string("(none)") : descr) +
+    throw bad("dtype " + quote(descr.empty() ? std::string("(none)") : descr) +
               " is not accepted: send little-endian float32 or float64 ('<f4', '<f8')");
   }
   const std::string fortran = npy_field(header, "fortran_order");
   if (fortran != "False") {
-    throw bad("fortran_order is " + printable(fortran.empty() ? std::string("missing") : fortran) +
+    throw bad("fortran_order is " + quote(fortran.empty() ? std::string("missing") : fortran) +
               ": send a C-order array (np.ascontiguousarray)");
   }
   const std::string shape_text = npy_field(header, "shape");
@@ -157,6 +160,9 @@ torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>
   }
   std::vector<int64_t> shape;
   int64_t count = 1;
+  // The element count saturates here, far beyond any body --max-body-mb lets in, so the
+  // product cannot overflow and the length check below refuses it.
+  constexpr int64_t kTooMany = int64_t{1} << 40;
   {
     std::string dims = shape_text.substr(1, shape_text.size() - 2);
     size_t i = 0;
@@ -165,12 +171,10 @@ torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>
       if (i == dims.size()) break;
       size_t j = i;
       while (j < dims.size() && dims[j] >= '0' && dims[j] <= '9') ++j;
-      if (j == i || j - i > 12) throw bad("shape " + printable(shape_text) + " is not a tuple of sizes");
+      if (j == i || j - i > 12) throw bad("shape " + quote(shape_text) + " is not a tuple of sizes");
       const int64_t d = std::stoll(dims.substr(i, j - i));
       shape.push_back(d);
-      // Saturated far beyond any body --max-body-mb lets in, so the product cannot overflow
-      // and the length check below refuses it.
-      constexpr int64_t kTooMany = int64_t{1} << 40;
+      if (shape.size() > 64) throw bad("shape " + quote(shape_text) + " has more than 64 dimensions (NumPy's limit)");
       count = d != 0 && count > kTooMany / d ? kTooMany : count * d;
       i = j;
     }
@@ -178,8 +182,12 @@ torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>
   const bool single = shape == input_shape;
   const bool batch = shape.size() == input_shape.size() + 1 && shape[0] >= 1 &&
                      std::equal(input_shape.begin(), input_shape.end(), shape.begin() + 1);
-  if (!single && !batch) throw BadInput("the array has shape " + shape_string(shape) + "; this model takes " + expected);
+  if (!single && !batch) throw bad("the array has shape " + shape_string(shape) + "; this model takes " + expected);
   const size_t data_bytes = bytes.size() - prefix - header_len;
+  if (count == kTooMany) {
+    throw bad("shape " + shape_string(shape) + " holds 2^40 values or more, far more than the " +
+              std::to_string(data_bytes) + " bytes that follow the header");
+  }
   if (static_cast<uint64_t>(count) * itemsize != data_bytes) {
     throw bad("shape " + shape_string(shape) + " of " + std::to_string(itemsize) + "-byte values needs " +
               std::to_string(static_cast<uint64_t>(count) * itemsize) + " bytes of data, but " +

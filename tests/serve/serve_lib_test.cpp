@@ -254,7 +254,20 @@ TEST(Handler, NpyTakesVersionsOneToThreeAndRefusesWhatItCannotRead) {
   EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, }", f32)).find("no shape tuple"), std::string::npos);
   // A shape whose product overflows 64 bits is refused by its length, not trusted.
   EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (999999999999, 784), }", f32))
-                .find("bytes of data, but 6272 follow"),
+                .find("holds 2^40 values or more, far more than the 6272 bytes"),
+            std::string::npos);
+  EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 784), }", f32))
+                .find("needs 9408 bytes of data, but 6272 follow"),
+            std::string::npos);
+  // The client's header text is echoed 64 characters at most, and a shape with more dimensions
+  // than NumPy allows is refused at the first one too many.
+  const std::string long_descr = message(npy(2, "{'descr': '" + std::string(100000, 'x') + "', 'fortran_order': False, }", f32));
+  EXPECT_NE(long_descr.find("xxx... is not accepted"), std::string::npos) << long_descr.substr(0, 300);
+  EXPECT_LT(long_descr.size(), 400u);
+  std::string dims;
+  for (int i = 0; i < 1000; ++i) dims += "1, ";
+  EXPECT_NE(message(npy(2, "{'descr': '<f4', 'fortran_order': False, 'shape': (" + dims + "784), }", f32))
+                .find("has more than 64 dimensions (NumPy's limit)"),
             std::string::npos);
   const std::string f64(reinterpret_cast<const char*>(std::vector<double>(784, 1e300).data()), 784 * 8);
   EXPECT_NE(message(npy(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (784,), }", f64)).find("value 0 (flat index)"),
