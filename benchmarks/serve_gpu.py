@@ -78,6 +78,7 @@ def peer(a):
 def _client(args):
     port, body, ctype, seconds, start = args
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.connect()  # before the clock starts: no request's latency holds the connect
     lat, errors = [], 0
     while time.time() < start:
         time.sleep(0.001)
@@ -96,13 +97,14 @@ def _client(args):
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
             continue
-        lat.append(time.perf_counter() - t0)
+        if time.time() <= end:  # a request that ends after the window is not the window's
+            lat.append(time.perf_counter() - t0)
     return lat, errors
 
 
 def load(port, body, ctype, clients, seconds):
     """(requests/s, p50 ms, p99 ms, failed requests) of `clients` keep-alive connections."""
-    start = time.time() + 0.5  # every client connected and waiting before the clock starts
+    start = time.time() + 1.0  # every client forked, connected and waiting before the clock starts
     with multiprocessing.get_context("fork").Pool(clients) as pool:
         results = pool.map(_client, [(port, body, ctype, seconds, start)] * clients)
     lat = sorted(x for r in results for x in r[0])
@@ -141,12 +143,17 @@ def run_row(serve_bin, model, arch, image_size, device, clients, seconds, repeat
             res["peer"].append(load(port_p, body, "application/x-npy", clients, seconds))
         return res
     finally:
-        for p in procs:
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(p.pid, signal.SIGKILL)
+        for p in procs:  # each in its own session: the group goes, whatever it started
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass  # already gone (wait_health reaped a server that exited)
+                try:
+                    p.wait(timeout=30)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
 
 
 def main():
