@@ -16,6 +16,24 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   return s + "]";
 }
 
+namespace {
+
+// What a request may hold for a model whose one input has the shape `input`: that, or a batch
+// of N >= 1. `expected` says it for messages: "[N, 784] or [784]".
+struct InputShapes {
+  explicit InputShapes(const std::vector<int64_t>& input)
+      : one(input), expected("[N, " + shape_string(input).substr(1) + " or " + shape_string(input)) {}
+  bool single(const std::vector<int64_t>& shape) const { return shape == one; }
+  bool accepts(const std::vector<int64_t>& shape) const {
+    return single(shape) || (shape.size() == one.size() + 1 && shape[0] >= 1 &&
+                             std::equal(one.begin(), one.end(), shape.begin() + 1));
+  }
+  const std::vector<int64_t>& one;
+  const std::string expected;
+};
+
+}  // namespace
+
 Handler::Handler(engine::Model model, torch::Device device)
     : spec_(models::ModelSpec::from_json(model.spec.to_json())), model_(std::move(model)), device_(device) {
   input_shape_ = spec_.input_shape();
@@ -60,11 +78,10 @@ torch::Tensor Handler::preprocess_json(const nlohmann::json& data) const {
     shape.push_back(static_cast<int64_t>(p->size()));
     if (p->empty()) break;
   }
-  const bool single = shape == input_shape_;
-  const bool batch = shape.size() == input_shape_.size() + 1 && shape[0] >= 1 &&
-                     std::equal(input_shape_.begin(), input_shape_.end(), shape.begin() + 1);
-  const std::string expected = "[N, " + shape_string(input_shape_).substr(1) + " or " + shape_string(input_shape_);
-  if (!single && !batch) {
+  const InputShapes shapes(input_shape_);
+  const bool single = shapes.single(shape);
+  const std::string& expected = shapes.expected;
+  if (!shapes.accepts(shape)) {
     throw BadInput("\"data\" has shape " + shape_string(shape) + "; this model takes " + expected);
   }
   auto out = torch::empty(shape, torch::kFloat32);
@@ -124,7 +141,8 @@ std::string npy_field(const std::string& header, const std::string& key) {
 torch::Tensor Handler::preprocess_npy(const std::string& bytes) const { return npy_to_tensor(bytes, input_shape_); }
 
 torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>& input_shape) {
-  const std::string expected = "[N, " + shape_string(input_shape).substr(1) + " or " + shape_string(input_shape);
+  const InputShapes shapes(input_shape);
+  const std::string& expected = shapes.expected;
   auto bad = [](const std::string& why) { return BadInput("the request body (application/x-npy): " + why); };
   // Header text echoed in a message, at most 64 characters of it: the header is the client's,
   // and up to --max-body-mb long.
@@ -179,10 +197,8 @@ torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>
       i = j;
     }
   }
-  const bool single = shape == input_shape;
-  const bool batch = shape.size() == input_shape.size() + 1 && shape[0] >= 1 &&
-                     std::equal(input_shape.begin(), input_shape.end(), shape.begin() + 1);
-  if (!single && !batch) throw bad("the array has shape " + shape_string(shape) + "; this model takes " + expected);
+  const bool single = shapes.single(shape);
+  if (!shapes.accepts(shape)) throw bad("the array has shape " + shape_string(shape) + "; this model takes " + expected);
   const size_t data_bytes = bytes.size() - prefix - header_len;
   if (count == kTooMany) {
     throw bad("shape " + shape_string(shape) + " holds 2^40 values or more, far more than the " +

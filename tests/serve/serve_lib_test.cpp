@@ -176,6 +176,17 @@ TEST(Batcher, AFullQueueRefusesAndAFailedForwardFailsItsRequests) {
   EXPECT_EQ(third.get().item<float>(), 1.0f);
 }
 
+// The message of the serve::BadInput that `f` throws, or "accepted" when it throws none.
+template <class F>
+std::string bad_input_message(F&& f) {
+  try {
+    f();
+  } catch (const serve::BadInput& e) {
+    return e.what();
+  }
+  return "accepted";
+}
+
 TEST(Handler, JsonTakesOneInputOrABatchAndNamesTheExpectedShape) {
   TempDir tmp;
   serve::Handler h(apps::load_model(write_mlp_model(tmp / "o")), torch::kCPU);
@@ -184,14 +195,7 @@ TEST(Handler, JsonTakesOneInputOrABatchAndNamesTheExpectedShape) {
   const auto rows = h.preprocess_json(two);
   EXPECT_EQ(rows.sizes(), (std::vector<int64_t>{2, 784}));
   EXPECT_EQ(rows[1][783].item<float>(), 1.0f);
-  auto message = [&](const nlohmann::json& data) {
-    try {
-      h.preprocess_json(data);
-    } catch (const serve::BadInput& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
+  auto message = [&](const nlohmann::json& data) { return bad_input_message([&] { h.preprocess_json(data); }); };
   EXPECT_NE(message(nlohmann::json::array({1, 2, 3})).find("shape [3]; this model takes [N, 784] or [784]"), std::string::npos);
   EXPECT_NE(message(nlohmann::json::array()).find("[N, 784]"), std::string::npos);
   auto ragged = two;
@@ -230,14 +234,7 @@ TEST(Handler, NpyTakesVersionsOneToThreeAndRefusesWhatItCannotRead) {
   // Keys in another order, and one input without the batch dimension.
   EXPECT_EQ(h.preprocess_npy(npy(1, "{'shape': (784,), 'fortran_order': False, 'descr': '<f4'}", f32.substr(0, 784 * 4))).sizes(),
             (std::vector<int64_t>{1, 784}));
-  auto message = [&](const std::string& bytes) {
-    try {
-      h.preprocess_npy(bytes);
-    } catch (const serve::BadInput& e) {
-      return std::string(e.what());
-    }
-    return std::string("accepted");
-  };
+  auto message = [&](const std::string& bytes) { return bad_input_message([&] { h.preprocess_npy(bytes); }); };
   const std::string good = npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 784), }", f32);
   EXPECT_NE(message(good.substr(0, 9)).find("not a .npy file"), std::string::npos);
   EXPECT_NE(message(good.substr(0, 40)).find("only 30 follow the preamble"), std::string::npos) << message(good.substr(0, 40));
