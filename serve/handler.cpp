@@ -182,20 +182,31 @@ torch::Tensor npy_to_tensor(const std::string& bytes, const std::vector<int64_t>
   // product cannot overflow and the length check below refuses it.
   constexpr int64_t kTooMany = int64_t{1} << 40;
   {
-    std::string dims = shape_text.substr(1, shape_text.size() - 2);
+    // A Python tuple literal, as NumPy writes it and reads it back (ast.literal_eval): "()",
+    // "(5,)" or "(2, 784)", a trailing comma allowed; "(5)" is an int, "(2 2)" no tuple at all.
+    const std::string dims = shape_text.substr(1, shape_text.size() - 2);
+    auto not_sizes = [&] { return bad("shape " + quote(shape_text) + " is not a tuple of sizes"); };
     size_t i = 0;
+    auto skip_spaces = [&] { while (i < dims.size() && (dims[i] == ' ' || dims[i] == '\t')) ++i; };
+    bool comma_after_last = false;
+    skip_spaces();
     while (i < dims.size()) {
-      while (i < dims.size() && (dims[i] == ' ' || dims[i] == ',')) ++i;
-      if (i == dims.size()) break;
       size_t j = i;
       while (j < dims.size() && dims[j] >= '0' && dims[j] <= '9') ++j;
-      if (j == i || j - i > 12) throw bad("shape " + quote(shape_text) + " is not a tuple of sizes");
+      if (j == i || j - i > 12) throw not_sizes();
       const int64_t d = std::stoll(dims.substr(i, j - i));
       shape.push_back(d);
       if (shape.size() > 64) throw bad("shape " + quote(shape_text) + " has more than 64 dimensions (NumPy's limit)");
       count = d != 0 && count > kTooMany / d ? kTooMany : count * d;
       i = j;
+      skip_spaces();
+      comma_after_last = i < dims.size();
+      if (!comma_after_last) break;
+      if (dims[i] != ',') throw not_sizes();
+      ++i;
+      skip_spaces();
     }
+    if (shape.size() == 1 && !comma_after_last) throw not_sizes();
   }
   const bool single = shapes.single(shape);
   if (!shapes.accepts(shape)) throw bad("the array has shape " + shape_string(shape) + "; this model takes " + expected);

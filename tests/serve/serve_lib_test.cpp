@@ -249,6 +249,15 @@ TEST(Handler, NpyTakesVersionsOneToThreeAndRefusesWhatItCannotRead) {
   EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, x), }", f32)).find("not a tuple of sizes"),
             std::string::npos);
   EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, }", f32)).find("no shape tuple"), std::string::npos);
+  // The shape is a Python tuple as NumPy reads it back: "(2 784)" and "(784)" are not one.
+  for (const char* shape : {"(2 784)", "(784)", "(2,,784)", "(,)", "(2, 784,,)"}) {
+    EXPECT_NE(message(npy(1, std::string("{'descr': '<f4', 'fortran_order': False, 'shape': ") + shape + ", }", f32))
+                  .find("not a tuple of sizes"),
+              std::string::npos)
+        << shape;
+  }
+  EXPECT_EQ(h.preprocess_npy(npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': ( 2 , 784 , ), }", f32)).sizes(),
+            (std::vector<int64_t>{2, 784}));
   // A shape whose product overflows 64 bits is refused by its length, not trusted.
   EXPECT_NE(message(npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (999999999999, 784), }", f32))
                 .find("holds 2^40 values or more, far more than the 6272 bytes"),
