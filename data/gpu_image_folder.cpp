@@ -55,7 +55,7 @@ std::string naming(const std::string& path, const std::exception& e) {
   return what.rfind(path, 0) == 0 ? what : path + ": " + what;
 }
 
-void check_cuda(cudaError_t e, const char* what) {
+void require_cuda(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw Error(std::string(what) + ": " + cudaGetErrorName(e) + " (" + cudaGetErrorString(e) + ")");
 }
 
@@ -249,7 +249,7 @@ struct GpuImageFolderSource::Impl {
     torch::Tensor input = gpu.channels_last
                               ? torch::empty({kept, 3, s, s}, out_opts, at::MemoryFormat::ChannelsLast)
                               : torch::empty({kept, 3, s, s}, out_opts);
-    check_cuda(launch_augment(reinterpret_cast<const augment::Sample*>(dev_desc.data_ptr<uint8_t>()),
+    require_cuda(launch_augment(reinterpret_cast<const augment::Sample*>(dev_desc.data_ptr<uint8_t>()),
                               static_cast<int>(kept), s, norm,
                               gpu.channels_last ? BatchLayout::kNHWC : BatchLayout::kNCHW,
                               gpu.bfloat16 ? BatchDtype::kBFloat16 : BatchDtype::kFloat32, input.data_ptr(),

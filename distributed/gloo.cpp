@@ -16,8 +16,6 @@
 namespace ctrain::distributed {
 namespace {
 
-std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
-std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 
 // The host's network interface names (getifaddrs), sorted.
 std::set<std::string> interface_names() {
@@ -130,7 +128,7 @@ std::string host_name() {
 }
 
 void publish_host(c10d::Store& store, int rank, const std::string& address) {
-  store.set("ctrain/host/" + std::to_string(rank), bytes(host_name() + " " + address));
+  store.set("ctrain/host/" + std::to_string(rank), store_bytes(host_name() + " " + address));
 }
 
 namespace {
@@ -147,7 +145,7 @@ std::string describe(int rank, const std::string& value) {
 std::string describe_rank(c10d::Store& store, int rank) {
   const std::string key = "ctrain/host/" + std::to_string(rank);
   if (!store.check({key})) return "rank " + std::to_string(rank);
-  return describe(rank, text(store.get(key)));
+  return describe(rank, store_text(store.get(key)));
 }
 
 std::string ranks_named_in(c10d::Store& store, int self, int world_size, const std::string& message,
@@ -156,7 +154,7 @@ std::string ranks_named_in(c10d::Store& store, int self, int world_size, const s
   for (int r = 0; r < world_size; ++r) {
     const std::string key = "ctrain/host/" + std::to_string(r);
     if (r == self || !store.check({key})) continue;
-    const std::string value = text(store.get(key));
+    const std::string value = store_text(store.get(key));
     const std::string address = value.substr(value.rfind(' ') + 1);
     const bool named_there = !address.empty() && message.find("[" + address + "]") != std::string::npos;
     if (!named_there && !(the_other_of_two && world_size == 2)) continue;

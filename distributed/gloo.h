@@ -30,6 +30,10 @@ c10::intrusive_ptr<c10d::ProcessGroupGloo> connect_gloo(const c10::intrusive_ptr
 // This host's name (gethostname), for messages.
 std::string host_name();
 
+// A c10d::Store holds values as bytes; ctrain's keys hold text.
+inline std::vector<uint8_t> store_bytes(const std::string& s) { return {s.begin(), s.end()}; }
+inline std::string store_text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
+
 // The ranks' table, on the store after the rendezvous, so that an error can name the rank, host
 // and address behind a failure ("rank 1 (host node1, 10.0.0.2)"). `address` is the one the
 // peers connect to ("" where the backend does not say, as NCCL).

@@ -26,8 +26,6 @@
 namespace ctrain::distributed {
 namespace {
 
-std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
-std::string text(const std::vector<uint8_t>& b) { return {b.begin(), b.end()}; }
 
 // Rendezvous handshake on ctrain/ keys of the store (Gloo and NCCL use other keys). Rank 0
 // publishes the job (world size, run id); every other rank compares it with its own and
@@ -45,9 +43,9 @@ void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
   const std::string seconds = std::to_string(timeout.count() / 1000) + " s";
   const std::string hint = "are all ranks started with " + job + "? --dist-timeout sets the limit";
   if (info.rank == 0) {
-    store.set("ctrain/job", bytes(job));
+    store.set("ctrain/job", store_bytes(job));
   } else {
-    const std::string theirs = text(store.get("ctrain/job"));
+    const std::string theirs = store_text(store.get("ctrain/job"));
     if (theirs != job) {
       throw Error(me + " has " + job + ", but the job whose rank 0 listens there has " + theirs,
                   "a rank of another job, or a stale process, uses this MASTER_ADDR:MASTER_PORT; "
@@ -58,13 +56,13 @@ void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
                       std::to_string(info.rank),
                   "every process needs its own RANK");
     }
-    store.set("ctrain/ready/" + std::to_string(info.rank), bytes("1"));
+    store.set("ctrain/ready/" + std::to_string(info.rank), store_bytes("1"));
     try {
       store.wait({"ctrain/go"}, timeout);
     } catch (const std::exception&) {
       throw Error(me + ": rank 0 did not see every rank join within " + seconds, hint);
     }
-    const std::string go = text(store.get("ctrain/go"));
+    const std::string go = store_text(store.get("ctrain/go"));
     if (go != "go") throw Error(me + ": " + go, hint);
     return;
   }
@@ -81,11 +79,11 @@ void handshake(c10d::Store& store, const LaunchInfo& info, bool tcp,
     }
     if (!missing.empty()) {  // else the last one arrived just as the wait gave up
       const std::string what = "rank(s) " + missing + " did not join within " + seconds;
-      store.set("ctrain/go", bytes(what));
+      store.set("ctrain/go", store_bytes(what));
       throw Error(me + ": " + what, hint);
     }
   }
-  store.set("ctrain/go", bytes("go"));
+  store.set("ctrain/go", store_bytes("go"));
 }
 
 // The store at info.init_method (TCPStore, served by rank 0, or FileStore), and the handshake
@@ -289,7 +287,7 @@ std::string ProcessGroup::waited_for(const std::string& message) {
   std::thread([result, store = impl_->store, rank = rank_, size = size_, gloo = backend_ == "gloo",
                message, at = impl_->init_method] {
     try {
-      store->set("ctrain/failed/" + std::to_string(rank), bytes("1"));
+      store->set("ctrain/failed/" + std::to_string(rank), store_bytes("1"));
       int64_t failed = store->add("ctrain/failed", 1);
       // Gloo names a peer whose connection closed ("Connection closed by peer [10.0.0.6]:...").
       if (const std::string closed = gloo ? ranks_named_in(*store, rank, size, message, false) : "";
