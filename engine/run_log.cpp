@@ -15,10 +15,6 @@
 namespace ctrain::engine {
 namespace {
 
-double seconds_since(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 // One epoch's scalars, with the epoch as the step, and the training loss every `interval`
 // steps (global step = epoch * steps + step), read from the device once for the epoch.
 void write_epoch_events(tracking::EventWriter& w, const EpochStats& st, const torch::Tensor& step_loss,

@@ -21,6 +21,11 @@ class EventWriter;
 
 namespace ctrain::engine {
 
+// Seconds of the steady clock since `t0`: the run's own timings (epoch times, phases).
+inline double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // One line per update on a terminal (redrawn with \r, at most 10 times a second); on a pipe or
 // file a plain line every `interval` steps, or every ~10 s when no interval is set, so logs
 // of fast epochs stay short and slow epochs still show life. Reading the loss is a host sync,

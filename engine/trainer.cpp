@@ -20,10 +20,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
-
 double step_lr(const OptimConfig& o, int64_t epoch) {
   // StepLR in closed form: the value depends only on the epoch, so a resumed run needs no
   // scheduler state (LibTorch's StepLR object would have to be stepped back into place).
