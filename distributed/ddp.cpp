@@ -210,7 +210,7 @@ std::vector<std::pair<std::string, torch::Tensor>> all_tensors(const torch::nn::
   return v;
 }
 
-std::string describe(const std::string& name, const torch::Tensor& t) {
+std::string describe_parameter(const std::string& name, const torch::Tensor& t) {
   return name + " " + c10::str(t.sizes()) + " " + std::string(c10::toString(t.scalar_type()));
 }
 
@@ -263,7 +263,7 @@ void DistributedDataParallel::broadcast_from_rank0() {
   std::vector<std::string> mine;
   std::string text;
   for (const auto& [name, t] : tensors) {
-    mine.push_back(describe(name, t));
+    mine.push_back(describe_parameter(name, t));
     text += mine.back() + "\n";
   }
   const std::string theirs = broadcast_string(pg, text, dev, "broadcast of rank 0's model layout");

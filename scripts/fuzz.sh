@@ -8,14 +8,15 @@ cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-30}
 # The project's libraries, instrumented, and the targets of fuzz/ linked against them.
 # (A build-fuzz/ of the former stand-alone fuzz project is configured from another source folder.)
-# Without unity batches here: each library source compiles on its own, so CI notices one that
-# builds only beside its batch neighbours (a missing #include, a helper it borrows).
+# Without unity batches here, and every library (not only those the fuzzers link): each
+# library source compiles on its own, so CI notices one that builds only beside its batch
+# neighbours in the other lanes (a missing #include, a helper it borrows).
 [ -f build-fuzz/CMakeCache.txt ] && ! grep -q "^CTRAIN_FUZZ:BOOL=ON" build-fuzz/CMakeCache.txt && rm -rf build-fuzz
 conf=$(mktemp)
 CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCTRAIN_FUZZ=ON \
   -DCTRAIN_UNITY_BUILD=OFF -DCTRAIN_WITH_OPENCV=ON -DCTRAIN_WITH_SERVE=ON >"$conf" 2>&1 || { cat "$conf"; exit 1; }
 mv "$conf" build-fuzz/configure.log
-cmake --build build-fuzz -j "$(nproc)" --target ctrain_fuzzers >build-fuzz/build.log 2>&1 || { cat build-fuzz/build.log; exit 1; }
+cmake --build build-fuzz -j "$(nproc)" >build-fuzz/build.log 2>&1 || { cat build-fuzz/build.log; exit 1; }
 # LibTorch is not instrumented: its globals and allocations are not ours to judge.
 export ASAN_OPTIONS=detect_odr_violation=0:alloc_dealloc_mismatch=0:detect_leaks=0
 export UBSAN_OPTIONS=print_stacktrace=1
