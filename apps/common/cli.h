@@ -3,9 +3,12 @@
 // Header-only: it is included by one translation unit per app.
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
+#include <filesystem>
 #include <functional>
 #include <iostream>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 #include "core/torch_error.h"
@@ -68,14 +71,82 @@ inline void add_dist_flags(CLI::App& app, distributed::DistFlags& f) {
   app.add_option("--local-rank,--local_rank", f.local_rank, "rank on this node (picks the GPU)");
 }
 
-// Parses argv; returns an exit code to return now, or -1 to go on. Usage errors exit 2.
+// The flag of `app` most like `given` (say --data-folder where the program takes --data-dir),
+// or "" when none is close: the one sharing the longest leading run of characters (five at
+// least: "--data-"), else one within two edits. '_' and '-' count as the same.
+inline std::string closest_flag(const CLI::App& app, const std::string& given) {
+  auto norm = [](std::string s) {
+    s.erase(0, s.find_first_not_of('-'));
+    std::replace(s.begin(), s.end(), '_', '-');
+    return s;
+  };
+  auto edits = [](const std::string& a, const std::string& b) {  // Levenshtein distance
+    std::vector<size_t> row(b.size() + 1);
+    for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+    for (size_t i = 1; i <= a.size(); ++i) {
+      size_t diag = row[0];
+      row[0] = i;
+      for (size_t j = 1; j <= b.size(); ++j) {
+        const size_t up = row[j];
+        row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+        diag = up;
+      }
+    }
+    return row[b.size()];
+  };
+  const std::string g = norm(given);
+  std::string best;
+  size_t best_prefix = 4, best_edits = 3;  // a match must beat these
+  for (const CLI::Option* o : app.get_options()) {
+    for (const std::string& name : o->get_lnames()) {
+      const std::string n = norm(name);
+      size_t prefix = 0;
+      while (prefix < n.size() && prefix < g.size() && n[prefix] == g[prefix]) ++prefix;
+      const size_t d = edits(n, g);
+      if (prefix > best_prefix || (prefix == best_prefix && prefix > 4 && d < best_edits) ||
+          (best_prefix == 4 && d < best_edits)) {
+        if (prefix > 4) best_prefix = prefix;
+        best_edits = d;
+        best = "--" + name;
+      }
+    }
+  }
+  return best;
+}
+
+// Parses argv; returns an exit code to return now, or -1 to go on. Usage errors exit 2. A flag
+// the program does not take is named first, with the closest one it does take: CLI11 would
+// report a required flag as missing before it (--data-dir given for --data-folder), or list
+// every leftover word, values first, suggesting nothing.
 inline int parse_or_exit(CLI::App& app, int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    app.exit(e);
+    // Only where an unknown flag explains the error: it is left over, or a required flag is
+    // missing (misspelt, perhaps). Words after "--" are another program's (ctrain-sweep's).
+    std::string unknown;
+    const bool explains = dynamic_cast<const CLI::ExtrasError*>(&e) != nullptr ||
+                          dynamic_cast<const CLI::RequiredError*>(&e) != nullptr;
+    if (explains && !app.get_allow_extras()) {
+      for (const std::string& word : app.remaining()) {
+        if (word == "--") break;
+        if (word.size() > 1 && word[0] == '-') {
+          unknown = word.substr(0, word.find('='));
+          break;
+        }
+      }
+    }
+    if (unknown.empty()) {
+      app.exit(e);
+      return 2;
+    }
+    const std::string program = std::filesystem::path(argv[0]).filename().string();
+    const std::string like = closest_flag(app, unknown);
+    std::cerr << program << ": error: unknown flag " << unknown
+              << (like.empty() ? std::string() : " (did you mean " + like + "?)") << "\n"
+              << "Run with --help for the flags it takes.\n";
     return 2;
   }
   return -1;
