@@ -17,7 +17,10 @@ bool jpeg_size(const std::string& b, int* height, int* width) {
   if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return false;
   size_t i = 2;
   while (i + 4 <= n) {
-    if (p[i] != 0xFF) return false;
+    if (p[i] != 0xFF) {  // extraneous bytes before a marker: libjpeg skips them (and warns), so do we
+      ++i;
+      continue;
+    }
     const unsigned char m = p[i + 1];
     if (m == 0xFF) {  // fill byte
       ++i;

@@ -212,6 +212,27 @@ TEST(ReducedDecodeTest, JpegSizeFromHeaderAndCloseToFullDecode) {
   EXPECT_EQ(w, 1200);
   EXPECT_FALSE(jpeg_size("\x89PNG not a jpeg", &h, &w));
   EXPECT_FALSE(jpeg_size(std::string("\xff\xd8\xff\xc0\x00", 5), &h, &w));  // truncated SOF
+  // Stray bytes before a marker, which libjpeg skips with a warning and decodes: the walk skips
+  // them too, so the pixel limit sees the real size (a fuzzer found a 23320x27432 frame so).
+  {
+    std::string bytes = ctrain::read_file(dir / "t/a/big.jpg");
+    const size_t app0_end = 4 + ((static_cast<unsigned char>(bytes[4]) << 8) | static_cast<unsigned char>(bytes[5]));
+    bytes.insert(app0_end, "\x01\x00\x00", 3);
+    ASSERT_TRUE(jpeg_size(bytes, &h, &w));
+    EXPECT_EQ(h, 900);
+    EXPECT_EQ(w, 1200);
+    ImageTransform t;
+    DecodeOptions d;
+    d.max_image_pixels = 1000;
+    std::mt19937_64 rng(0);
+    std::vector<float> out(3 * t.size * t.size);
+    try {
+      decode_and_transform(bytes, "stray.jpg", t, d, rng, out.data());
+      ADD_FAILURE() << "a 900x1200 JPEG with stray bytes passed --max-image-pixels 1000";
+    } catch (const ctrain::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("above --max-image-pixels"), std::string::npos) << e.what();
+    }
+  }
 
   const auto idx = index_image_folder(dir / "t");
   for (Augment mode : {Augment::kTrain, Augment::kEval}) {
