@@ -125,13 +125,6 @@ int decode_and_render(const std::string& bytes, const std::string& path, const I
                       const DecodeOptions& d, std::mt19937_64& rng, float* out, SamplePlan* used) {
   int h = 0, w = 0;
   const bool jpeg = jpeg_size(bytes, &h, &w);
-  if (!jpeg && bytes.size() >= 2 && static_cast<unsigned char>(bytes[0]) == 0xFF &&
-      static_cast<unsigned char>(bytes[1]) == 0xD8) {
-    // A JPEG whose size the header walk cannot find is not decoded unchecked: its pixel count
-    // could be anything (a fuzzer found 23320x27432 behind a header libjpeg reads and we did not).
-    throw Error(path + ": not a readable image (a JPEG without a frame header ctrain can read)",
-                "use --skip-bad-images to skip it");
-  }
   if (jpeg || png_size(bytes, &h, &w)) check_image_pixels(path, h, w, d.max_image_pixels);
   if (!jpeg || !d.reduced_decode) {
     const Image img = decode_bytes(bytes, path, 1);
