@@ -10,33 +10,46 @@
 namespace ctrain::data {
 
 bool jpeg_size(const std::string& b, int* height, int* width) {
-  // Walk the marker segments after SOI (FF D8) to the first SOFn (C0-CF except C4, C8, CC),
-  // whose payload is: precision (1), height (2), width (2). Every length is bounds-checked.
+  // The size the decoder will allocate for, so the walk reads markers as libjpeg does
+  // (jdmarker.c: first_marker, next_marker, read_markers); a walk that parts from it lets a
+  // frame past --max-image-pixels (fuzz_decode found two such files). After SOI: bytes other
+  // than FF are skipped, FF fill bytes are skipped, FF 00 is skipped as garbage; RSTn and TEM
+  // carry no length; APPn, COM and DNL whose length is below 2 skip nothing past it; the first
+  // SOFn (C0-CF except DHT C4, JPG C8, DAC CC) gives the size. Where libjpeg stops with an
+  // error before any SOF (SOI again, SOS, EOI, an unknown marker, a table whose length is
+  // below 2, the end of the bytes), this returns false: no decoder allocates a frame there.
+  // fuzz_jpeg_header checks this walk against libjpeg's jpeg_read_header.
   const auto* p = reinterpret_cast<const unsigned char*>(b.data());
   const size_t n = b.size();
-  if (n < 4 || p[0] != 0xFF || p[1] != 0xD8) return false;
+  if (n < 2 || p[0] != 0xFF || p[1] != 0xD8) return false;
   size_t i = 2;
-  while (i + 4 <= n) {
-    if (p[i] != 0xFF) {  // extraneous bytes before a marker: libjpeg skips them (and warns), so do we
-      ++i;
-      continue;
-    }
-    const unsigned char m = p[i + 1];
-    if (m == 0xFF) {  // fill byte
-      ++i;
-      continue;
-    }
-    const size_t len = (size_t{p[i + 2]} << 8) | p[i + 3];
-    if (len < 2 || i + 2 + len > n) return false;
+  for (;;) {
+    while (i < n && p[i] != 0xFF) ++i;  // extraneous bytes: libjpeg warns and skips them
+    while (i < n && p[i] == 0xFF) ++i;  // fill bytes
+    if (i >= n) return false;
+    const unsigned char m = p[i++];
+    if (m == 0x00) continue;                               // FF 00 outside a scan: garbage
+    if (m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // TEM, RSTn: no parameters
+    if (i + 2 > n) return false;
+    const size_t len = (size_t{p[i]} << 8) | p[i + 1];
     if (m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC) {
-      if (len < 7) return false;
-      *height = (p[i + 5] << 8) | p[i + 6];
-      *width = (p[i + 7] << 8) | p[i + 8];
+      // Length (2), precision (1), height (2), width (2).
+      if (i + 7 > n) return false;
+      *height = (p[i + 3] << 8) | p[i + 4];
+      *width = (p[i + 5] << 8) | p[i + 6];
       return *height > 0 && *width > 0;
     }
-    i += 2 + len;
+    const bool skipped = (m >= 0xE0 && m <= 0xEF) || m == 0xFE || m == 0xDC;  // APPn, COM, DNL
+    const bool table = m == 0xC4 || m == 0xCC || m == 0xDB || m == 0xDD;       // DHT, DAC, DQT, DRI
+    if (!skipped && !table) return false;  // SOI, EOI, SOS, JPG, or unknown: libjpeg stops
+    if (len < 2) {
+      if (table) return false;  // "Bogus marker length"
+      i += 2;                   // the length word alone
+      continue;
+    }
+    if (i + len > n) return false;
+    i += len;
   }
-  return false;
 }
 
 bool png_size(const std::string& b, int* height, int* width) {

@@ -221,6 +221,19 @@ TEST(ReducedDecodeTest, JpegSizeFromHeaderAndCloseToFullDecode) {
     ASSERT_TRUE(jpeg_size(bytes, &h, &w));
     EXPECT_EQ(h, 900);
     EXPECT_EQ(w, 1200);
+    // What else libjpeg reads past on its way to the frame: TEM and RSTn (no length), FF 00
+    // (garbage), fill bytes, and a COM whose length word is below 2 (nothing skipped). A
+    // fuzzer found a TEM marker hiding a 23320x27432 frame from a walk that read a length after it.
+    bytes.insert(app0_end, std::string("\xff\x01\xff\xd3\xff\x00\xff\xff\xff\xfe\x00\x01", 12));
+    ASSERT_TRUE(jpeg_size(bytes, &h, &w));
+    EXPECT_EQ(h, 900);
+    EXPECT_EQ(w, 1200);
+    // Where libjpeg stops before the frame, no decoder allocates it, and the walk says so.
+    for (const char* stop : {"\xff\xd8", "\xff\xd9", "\xff\xda", "\xff\x02", "\xff\xde"}) {
+      std::string cut = bytes;
+      cut.insert(app0_end, stop, 2);
+      EXPECT_FALSE(jpeg_size(cut, &h, &w)) << "marker " << static_cast<int>(static_cast<unsigned char>(stop[1]));
+    }
     ImageTransform t;
     DecodeOptions d;
     d.max_image_pixels = 1000;
