@@ -1,3 +1,5 @@
+#include <cctype>
+
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/core/utility.hpp>
 #include <opencv2/imgproc.hpp>
@@ -7,6 +9,29 @@
 #include "data/decode.h"
 
 namespace ctrain::data {
+
+namespace {
+
+// OpenCV's imdecode takes the first decoder in its list whose signature matches, and its list
+// reaches far past what an image folder holds: DICOM (GDCM, which aborts the process on some
+// inputs: fuzz_decode found one), JPEG 2000, OpenEXR, GDAL, HDR, Sun raster, PFM, PAM. Only the
+// formats ImageFolder lists (torchvision's IMG_EXTENSIONS) go to it, each recognised by the
+// same leading bytes OpenCV's decoder for it claims, so that decoder is the one chosen. A
+// WebP header that libwebp cannot read is the one claim that can fail and fall through to the
+// decoders that look further in (DICOM's "DICM" at byte 128, GDAL's "DTED" at 140): refused.
+bool opencv_may_decode(const std::string& b) {
+  const auto at = [&](size_t i, const char* sig, size_t n) { return b.size() >= i + n && b.compare(i, n, sig, n) == 0; };
+  if (at(0, "\xFF\xD8\xFF", 3) || at(0, "\x89PNG\r\n\x1a\n", 8) || at(0, "BM", 2) || at(0, "II*\0", 4) ||
+      at(0, "MM\0*", 4)) {
+    return true;  // JPEG, PNG, BMP, TIFF
+  }
+  if (b.size() >= 3 && b[0] == 'P' && b[1] >= '1' && b[1] <= '6' && std::isspace(static_cast<unsigned char>(b[2]))) {
+    return true;  // PBM, PGM, PPM (PxMDecoder::checkSignature)
+  }
+  return at(0, "RIFF", 4) && at(8, "WEBP", 4) && !at(128, "DICM", 4) && !at(140, "DTED", 4);
+}
+
+}  // namespace
 
 Image decode_image(const std::string& path) {
   // Read the bytes ourselves: cv::imread cannot tell "missing" from "corrupt".
@@ -19,6 +44,10 @@ Image decode_bytes(const std::string& bytes, const std::string& path, int reduce
   // OpenCV decodes a cut-off JPEG with a warning and grey rows in place of the missing data.
   if (const std::string cut = image_truncation(bytes); !cut.empty()) {
     throw Error(path + ": truncated image: " + cut, "use --skip-bad-images to skip it");
+  }
+  if (!opencv_may_decode(bytes)) {
+    throw Error(path + ": not a JPEG, PNG, BMP, PPM/PGM, TIFF or WebP image (by its first bytes)",
+                "use --skip-bad-images to skip it");
   }
   cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
   // IGNORE_ORIENTATION: torchvision's PIL path ignores EXIF orientation, and the loader plans

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
 
 #include <fstream>
 
@@ -393,6 +394,38 @@ TEST(DecodeAndTransformTest, AnyDecoderFailureIsABadImage) {
   const std::string limited = error_of([&] { decode_and_transform(png, "huge.png", t, d, rng, out.data()); });
   EXPECT_NE(limited.find("huge.png: 60000x60000 = 3600000000 pixels is above --max-image-pixels"), std::string::npos)
       << limited;
+}
+
+// The formats an image folder holds (torchvision's IMG_EXTENSIONS) decode; what else OpenCV
+// could decode is refused by name before it reaches OpenCV's decoder list, which holds GDCM
+// (DICOM), JPEG 2000, OpenEXR and GDAL (fuzz_decode found a file that made GDCM abort).
+TEST(DecodeAndTransformTest, DecodesTheImageFolderFormatsAndRefusesTheRest) {
+  cv::Mat img(10, 12, CV_8UC3, cv::Scalar(40, 90, 200));  // BGR
+  for (const char* ext : {".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tiff", ".webp"}) {
+    if (!cv::haveImageWriter(ext)) continue;
+    std::vector<uchar> buf;
+    cv::Mat gray;
+    cv::cvtColor(img, gray, cv::COLOR_BGR2GRAY);
+    ASSERT_TRUE(cv::imencode(ext, std::string(ext) == ".pgm" ? gray : img, buf)) << ext;
+    const Image d = decode_bytes(std::string(buf.begin(), buf.end()), std::string("x") + ext);
+    EXPECT_EQ(d.height, 10) << ext;
+    EXPECT_EQ(d.width, 12) << ext;
+  }
+  std::vector<std::pair<std::string, std::string>> refused;
+  // DICOM's signature sits at byte 128, after a preamble; here behind a stray JPEG-like start,
+  // as the fuzzer had it, and behind a WebP header libwebp cannot read.
+  refused.emplace_back("dicom.jpg", std::string("\xff\xd8\x1c", 3) + std::string(125, '\0') + "DICM" + std::string(64, '\x02'));
+  refused.emplace_back("dicom.webp", "RIFF\x10\0\0\0WEBP" + std::string(116, '\0') + "DICM" + std::string(64, '\x02'));
+  refused.emplace_back("radiance.png", "#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 2 +X 2\n");
+  if (cv::haveImageWriter(".jp2")) {
+    std::vector<uchar> buf;
+    const cv::Mat big(64, 64, CV_8UC3, cv::Scalar(40, 90, 200));  // OpenJPEG will not write 10x12
+    if (cv::imencode(".jp2", big, buf)) refused.emplace_back("j2k.jpg", std::string(buf.begin(), buf.end()));
+  }
+  for (const auto& [name, bytes] : refused) {
+    const std::string e = error_of([&] { decode_bytes(bytes, name); });
+    EXPECT_NE(e.find(name + ": not a JPEG, PNG, BMP, PPM/PGM, TIFF or WebP image"), std::string::npos) << e;
+  }
 }
 
 }  // namespace
