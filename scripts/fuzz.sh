@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets (clang, ASan + UBSan) in build-fuzz/ and runs each for
 # FUZZ_SECONDS (default 30), starting from the committed seeds in fuzz/corpus/<name>/ (copied,
 # so new inputs never land in the repository). Prints one line per target: executions and
-# crashes. Exit code: 0 only if no target crashed. Crash inputs are kept in build-fuzz/crashes/.
+# crashes. Exit code: 0 only if no target crashed. Crash inputs are kept in build-fuzz/crashes/
+# (an earlier run's in build-fuzz/crashes.previous/).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 secs=${FUZZ_SECONDS:-30}
@@ -20,6 +21,10 @@ cmake --build build-fuzz -j "$(nproc)" >build-fuzz/build.log 2>&1 || { cat build
 # LibTorch is not instrumented: its globals and allocations are not ours to judge.
 export ASAN_OPTIONS=detect_odr_violation=0:alloc_dealloc_mismatch=0:detect_leaks=0
 export UBSAN_OPTIONS=print_stacktrace=1
+# A crash is counted in the run that found it: an earlier run's inputs move to crashes.previous/.
+if [ -n "$(ls -A build-fuzz/crashes 2>/dev/null)" ]; then
+  rm -rf build-fuzz/crashes.previous && mv build-fuzz/crashes build-fuzz/crashes.previous
+fi
 mkdir -p build-fuzz/crashes
 total_crashes=0
 for name in tf_config jpeg_header gpu_plan decode idx safetensors checkpoint http_request npy json_body; do
