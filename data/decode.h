@@ -14,8 +14,9 @@ struct Image {
   std::vector<uint8_t> rgb;
 };
 
-// Decodes JPEG, PNG and whatever else the backend reads; grayscale and RGBA become RGB.
-// Throws ctrain::Error naming the path for unreadable, corrupt or truncated files.
+// Decodes the formats an image folder holds (JPEG, PNG, BMP, PBM/PGM/PPM, TIFF, WebP: those of
+// torchvision's IMG_EXTENSIONS, told by their first bytes); grayscale and RGBA become RGB.
+// Throws ctrain::Error naming the path for unreadable, corrupt, truncated or other files.
 Image decode_image(const std::string& path);
 
 // Decodes encoded bytes (`path` is for messages), ignoring EXIF orientation; a truncated JPEG
@@ -50,6 +51,11 @@ bool jpeg_size(const std::string& bytes, int* height, int* width);
 
 // Size of a PNG from its IHDR chunk; false if not a PNG or too short.
 bool png_size(const std::string& bytes, int* height, int* width);
+
+// Size of a JPEG, PNG, BMP or PBM/PGM/PPM from its header, read as the decoder reads it, without
+// decoding: what --max-image-pixels judges before a decoder allocates. False for other formats
+// (TIFF, WebP: judged after decoding) and for a header the decoder refuses before allocating.
+bool image_header_size(const std::string& bytes, int* height, int* width);
 
 // Empty when `bytes` hold a whole JPEG (its marker segments and entropy-coded scans run to the
 // EOI marker) or a whole PNG (its chunks run to IEND), or are not a JPEG or PNG with a readable

@@ -123,6 +123,9 @@ struct GpuImageFolderSource::Impl {
       if (jpeg_size(p.bytes, &p.height, &p.width)) {
         check_image_pixels(path, p.height, p.width, opt.max_image_pixels);
       } else {  // PNG and the rest: the CPU decoder, where this build has one
+        if (image_header_size(p.bytes, &p.height, &p.width)) {
+          check_image_pixels(path, p.height, p.width, opt.max_image_pixels);
+        }
         p.decoded = decode_bytes(p.bytes, path, 1);
         p.on_cpu = true;
         p.height = p.decoded.height;

@@ -125,7 +125,8 @@ int decode_and_render(const std::string& bytes, const std::string& path, const I
                       const DecodeOptions& d, std::mt19937_64& rng, float* out, SamplePlan* used) {
   int h = 0, w = 0;
   const bool jpeg = jpeg_size(bytes, &h, &w);
-  if (jpeg || png_size(bytes, &h, &w)) check_image_pixels(path, h, w, d.max_image_pixels);
+  // JPEG, PNG, BMP and PNM are judged from the header, before a decoder allocates the frame.
+  if (jpeg || image_header_size(bytes, &h, &w)) check_image_pixels(path, h, w, d.max_image_pixels);
   if (!jpeg || !d.reduced_decode) {
     const Image img = decode_bytes(bytes, path, 1);
     check_image_pixels(path, img.height, img.width, d.max_image_pixels);
@@ -291,7 +292,10 @@ struct ImageFolderSource::Impl {
       if (it != cache.end()) return it->second;
     }
     const std::string& path = index.samples[sample].first;
-    auto img = std::make_shared<const Image>(decode_image(path));
+    const std::string bytes = read_file(path);
+    int h = 0, w = 0;
+    if (image_header_size(bytes, &h, &w)) check_image_pixels(path, h, w, opt.max_image_pixels);
+    auto img = std::make_shared<const Image>(decode_bytes(bytes, path, 1));
     check_image_pixels(path, img->height, img->width, opt.max_image_pixels);
     if (opt.cache_decoded) {
       std::lock_guard<std::mutex> lock(cache_mu);

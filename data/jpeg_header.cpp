@@ -1,5 +1,9 @@
-// JPEG and PNG header parsing, kept apart from the decoder: it reads untrusted bytes with no library
-// underneath (fuzzed in fuzz/), and a decoder swap must not touch it.
+// Image header parsing (JPEG, PNG, BMP, PBM/PGM/PPM), kept apart from the decoder: it reads
+// untrusted bytes with no library underneath (fuzzed in fuzz/), and a decoder swap must not
+// touch it. OpenCV 4.6 has no call that reads a header without decoding, and the sizes here
+// are what --max-image-pixels judges before a decoder allocates, so each is read as the
+// decoder reads it.
+#include <cctype>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -69,6 +73,67 @@ bool png_size(const std::string& b, int* height, int* width) {
 
 namespace {
 
+uint32_t le32(const unsigned char* p) {
+  return uint32_t{p[0]} | (uint32_t{p[1]} << 8) | (uint32_t{p[2]} << 16) | (uint32_t{p[3]} << 24);
+}
+
+// A BMP's size as OpenCV's BmpDecoder::readHeader reads it: the info header's size at byte 14,
+// then 32-bit width and height (negative height: top-down rows) for headers of 36 bytes or
+// more, 16-bit ones for the 12-byte OS/2 header; any other header is refused before a frame.
+bool bmp_size(const std::string& b, int* height, int* width) {
+  const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+  if (b.size() < 26 || p[0] != 'B' || p[1] != 'M') return false;
+  const uint32_t header = le32(p + 14);
+  int64_t w = 0, h = 0;
+  if (header >= 36 && header <= 0x7fffffffu) {
+    w = static_cast<int32_t>(le32(p + 18));
+    h = static_cast<int32_t>(le32(p + 22));
+  } else if (header == 12) {
+    w = p[18] | (p[19] << 8);
+    h = p[20] | (p[21] << 8);
+  } else {
+    return false;
+  }
+  if (h < 0) h = -h;
+  if (w <= 0 || h <= 0 || h > 0x7fffffff) return false;  // OpenCV refuses these before allocating
+  *width = static_cast<int>(w);
+  *height = static_cast<int>(h);
+  return true;
+}
+
+// A PBM/PGM/PPM's size as OpenCV's PxMDecoder reads it: "P1".."P6", then two decimal numbers,
+// each after any whitespace and '#' comments (to the end of the line).
+bool pnm_size(const std::string& b, int* height, int* width) {
+  if (b.size() < 3 || b[0] != 'P' || b[1] < '1' || b[1] > '6') return false;
+  size_t i = 2;
+  auto number = [&](int64_t* v) {
+    for (;;) {  // OpenCV's ReadNumber: anything else before the digits is an error
+      if (i >= b.size()) return false;
+      const auto c = static_cast<unsigned char>(b[i]);
+      if (std::isdigit(c)) break;
+      if (c == '#') {
+        while (i < b.size() && b[i] != '\n' && b[i] != '\r') ++i;
+        ++i;
+      } else if (std::isspace(c)) {
+        ++i;
+      } else {
+        return false;
+      }
+    }
+    *v = 0;
+    while (i < b.size() && std::isdigit(static_cast<unsigned char>(b[i]))) {
+      *v = *v * 10 + (b[i++] - '0');
+      if (*v > 0x7fffffff) return false;
+    }
+    return true;
+  };
+  int64_t w = 0, h = 0;
+  if (!number(&w) || !number(&h) || w <= 0 || h <= 0) return false;
+  *width = static_cast<int>(w);
+  *height = static_cast<int>(h);
+  return true;
+}
+
 std::string jpeg_truncation(const unsigned char* p, size_t n) {
   // From SOI on: a segment (FF, marker, 2-byte length counting itself) is skipped whole; the
   // bytes between segments are entropy-coded data after an SOS (where a data 0xFF is stuffed as
@@ -114,6 +179,11 @@ std::string png_truncation(const unsigned char* p, size_t n) {
 }
 
 }  // namespace
+
+bool image_header_size(const std::string& b, int* height, int* width) {
+  return jpeg_size(b, height, width) || png_size(b, height, width) || bmp_size(b, height, width) ||
+         pnm_size(b, height, width);
+}
 
 std::string image_truncation(const std::string& b) {
   const auto* p = reinterpret_cast<const unsigned char*>(b.data());

@@ -19,7 +19,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   t.resize = t.size * 256 / 224;
   ctrain::data::DecodeOptions d;
   d.reduced_decode = (mode & 2) != 0;
-  d.max_image_pixels = 1 << 22;  // within libFuzzer's memory limit
+  d.max_image_pixels = 1 << 22;  // within libFuzzer's memory limit (and OpenCV's own cap in scripts/fuzz.sh)
   std::vector<float> out(static_cast<size_t>(3) * t.size * t.size);
   std::mt19937_64 rng(mode);
   try {

@@ -1,7 +1,8 @@
-// The JPEG header walk reads marker lengths from untrusted bytes, and its size is what
-// --max-image-pixels judges before a decoder allocates. Where libjpeg is linked, the walk is
-// checked against libjpeg's own header reader: wherever jpeg_read_header reaches a frame, the
-// walk must find that frame's size (a walk that parts from libjpeg lets a frame past the limit).
+// The image header readers (JPEG, PNG, BMP, PNM) on untrusted bytes: their sizes are what
+// --max-image-pixels judges before a decoder allocates. Where libjpeg is linked, the JPEG walk
+// is checked against libjpeg's own header reader: wherever jpeg_read_header reaches a frame,
+// the walk must find that frame's size (a walk that parts from libjpeg lets a frame past the
+// limit).
 #include <cstdint>
 #include <string>
 
@@ -51,6 +52,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int h = 0, w = 0;
   const bool found = ctrain::data::jpeg_size(std::string(reinterpret_cast<const char*>(data), size), &h, &w);
   if (found && (h <= 0 || w <= 0)) __builtin_trap();
+  int ih = 0, iw = 0;  // and the other header readers (PNG, BMP, PNM) on the same bytes
+  if (ctrain::data::image_header_size(std::string(reinterpret_cast<const char*>(data), size), &ih, &iw) &&
+      (ih <= 0 || iw <= 0)) {
+    __builtin_trap();
+  }
 #ifdef CTRAIN_FUZZ_WITH_LIBJPEG
   int lh = 0, lw = 0;
   if (libjpeg_size(data, size, &lh, &lw)) {

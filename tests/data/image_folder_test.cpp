@@ -407,9 +407,34 @@ TEST(DecodeAndTransformTest, DecodesTheImageFolderFormatsAndRefusesTheRest) {
     cv::Mat gray;
     cv::cvtColor(img, gray, cv::COLOR_BGR2GRAY);
     ASSERT_TRUE(cv::imencode(ext, std::string(ext) == ".pgm" ? gray : img, buf)) << ext;
-    const Image d = decode_bytes(std::string(buf.begin(), buf.end()), std::string("x") + ext);
+    const std::string bytes(buf.begin(), buf.end());
+    const Image d = decode_bytes(bytes, std::string("x") + ext);
     EXPECT_EQ(d.height, 10) << ext;
     EXPECT_EQ(d.width, 12) << ext;
+    // The size --max-image-pixels judges before decoding, for the formats whose header is read.
+    int h = 0, w = 0;
+    const bool header = image_header_size(bytes, &h, &w);
+    EXPECT_EQ(header, std::string(ext) != ".tiff" && std::string(ext) != ".webp") << ext;
+    if (header) EXPECT_EQ(std::make_pair(h, w), std::make_pair(10, 12)) << ext;
+  }
+  // PNM as OpenCV reads it: comments and any whitespace between the numbers.
+  const std::string pnm = "P6\n# made by hand\n  12\t# width\n10\n255\n" + std::string(10 * 12 * 3, '\x7f');
+  EXPECT_EQ(decode_bytes(pnm, "c.ppm").width, 12);
+  int ph = 0, pw = 0;
+  ASSERT_TRUE(image_header_size(pnm, &ph, &pw));
+  EXPECT_EQ(std::make_pair(ph, pw), std::make_pair(10, 12));
+  // A BMP or PNM header claiming 60000x60000 and then nothing is judged by its header, before a
+  // decoder allocates the 10.8 GB frame (after decoding, the error would be the decoder's).
+  std::string bmp = "BM" + std::string(12, '\0') + std::string("\x28\0\0\0\x60\xea\0\0\xa0\x15\xff\xff", 12) +
+                    std::string("\x01\0\x18\0", 4) + std::string(24, '\0');  // height -60000: top-down
+  for (const auto& [name, bomb] : {std::make_pair(std::string("bomb.bmp"), bmp),
+                                   std::make_pair(std::string("bomb.ppm"), std::string("P6 60000 60000 255\n"))}) {
+    ImageTransform t;
+    t.size = 32;
+    std::vector<float> out(3 * 32 * 32);
+    std::mt19937_64 rng(1);
+    const std::string e = error_of([&] { decode_and_transform(bomb, name, t, DecodeOptions{}, rng, out.data()); });
+    EXPECT_NE(e.find(name + ": 60000x60000 = 3600000000 pixels is above --max-image-pixels"), std::string::npos) << e;
   }
   std::vector<std::pair<std::string, std::string>> refused;
   // DICOM's signature sits at byte 128, after a preamble; here behind a stray JPEG-like start,
