@@ -96,6 +96,7 @@ struct GpuImageFolderSource::Impl {
   std::map<int64_t, Ready> ready;
   std::map<int64_t, std::exception_ptr> failed;
   GpuPipelineCounts counts;  // under mu
+  SkippedImages skipped;
   // The CPU stage: file reading and planning on --workers threads, batches in order. Last: its
   // threads use the members above, so it stops first.
   OrderedPool<PreparedBatch, Epoch> readers;
@@ -232,6 +233,7 @@ struct GpuImageFolderSource::Impl {
       if (!p.error.empty()) {
         if (!opt.skip_bad_images) throw Error(p.error, kSkipHint);
         ++bad;
+        skipped.note(p.error);
         continue;
       }
       descs.push_back(p.desc);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <optional>
 #include <mutex>
@@ -184,6 +185,19 @@ void naming_errors(const std::string& path, Fn&& fn) {
 
 }  // namespace
 
+void SkippedImages::note(const std::string& why) {
+  const std::string line = why.substr(0, why.find('\n'));
+  std::lock_guard<std::mutex> lock(mu_);
+  if (named_.count(line) != 0) return;
+  if (named_.size() < kNamed) {
+    named_.insert(line);
+    std::fprintf(stderr, "skipped (--skip-bad-images): %s\n", line.c_str());
+  } else if (!said_rest_) {
+    said_rest_ = true;
+    std::fprintf(stderr, "skipped (--skip-bad-images): more unreadable images; they are counted, not named\n");
+  }
+}
+
 void check_image_pixels(const std::string& path, int64_t height, int64_t width, int64_t limit) {
   if (limit > 0 && height * width > limit) {
     throw Error(path + ": " + std::to_string(height) + "x" + std::to_string(width) + " = " +
@@ -276,6 +290,7 @@ struct ImageFolderSource::Impl {
   LoaderOptions opt;
 
   std::atomic<int64_t> bad{0}, reduced{0};
+  SkippedImages skipped;
   std::mutex cache_mu;
   std::map<int64_t, std::shared_ptr<const Image>> cache;
   // Last: its threads use the members above, so it stops first.
@@ -333,9 +348,10 @@ struct ImageFolderSource::Impl {
       std::mt19937_64 rng = sample_rng(opt.seed, ep, sample);
       try {
         transform_sample(sample, rng, input[kept].data_ptr<float>());
-      } catch (const Error&) {  // every per-image failure arrives as an Error naming the file
+      } catch (const Error& e) {  // every per-image failure arrives as an Error naming the file
         if (!opt.skip_bad_images) throw;
         ++bad;
+        skipped.note(e.what());
         continue;
       }
       target[kept] = index.samples[sample].second;

@@ -3,7 +3,9 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <mutex>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -93,6 +95,21 @@ struct DecodeOptions {
 int decode_and_transform(const std::string& bytes, const std::string& path,
                          const ImageTransform& t, const DecodeOptions& d, std::mt19937_64& rng,
                          float* out, SamplePlan* plan = nullptr);
+
+// --skip-bad-images: each skipped file is named on stderr with why, once (not each epoch), as
+// it is skipped, so a user can mend or delete it; after the first kNamed, one line says the
+// rest are counted only. The run's end prints the count. Safe to call from loader threads.
+class SkippedImages {
+ public:
+  static constexpr size_t kNamed = 20;
+  // `why` is the image's error message, which names its file; only its first line is printed.
+  void note(const std::string& why);
+
+ private:
+  std::mutex mu_;
+  std::set<std::string> named_;
+  bool said_rest_ = false;
+};
 
 struct LoaderOptions {
   int64_t batch_size = 4;

@@ -184,11 +184,35 @@ TEST(LoaderTest, BadImageNamedOrSkipped) {
   ImageTransform t;
   t.size = 32;
   ImageFolderSource src(idx, t, ShardSampler(9, 0, 1, 1, false), o);
-  src.start_epoch(0);
+  ::testing::internal::CaptureStderr();
   int64_t seen = 0;
-  while (auto b = src.next()) seen += b->input.size(0);
-  EXPECT_EQ(seen, 8);
-  EXPECT_EQ(src.bad_images(), 1);
+  for (int64_t epoch : {0, 1}) {
+    src.start_epoch(epoch);
+    while (auto b = src.next()) seen += b->input.size(0);
+  }
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(seen, 16);
+  EXPECT_EQ(src.bad_images(), 2);  // counted each epoch
+  // ... and named once, with why, as it is skipped.
+  const std::string line = "skipped (--skip-bad-images): " + (dir / "t/a/broken.jpg") + ": ";
+  ASSERT_NE(said.find(line), std::string::npos) << said;
+  EXPECT_EQ(said.find(line, said.find(line) + 1), std::string::npos) << said;
+  EXPECT_EQ(said.find("hint:"), std::string::npos) << said;
+}
+
+// Past SkippedImages::kNamed files, one line says the rest are counted only.
+TEST(LoaderTest, SkippedImagesNamesTheFirstFewOnce) {
+  SkippedImages s;
+  ::testing::internal::CaptureStderr();
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < SkippedImages::kNamed + 5; ++i) s.note("img" + std::to_string(i) + ".jpg: bad\n  hint: skip");
+  }
+  const std::string said = ::testing::internal::GetCapturedStderr();
+  size_t lines = 0;
+  for (char c : said) lines += c == '\n';
+  EXPECT_EQ(lines, SkippedImages::kNamed + 1) << said;
+  EXPECT_NE(said.find("skipped (--skip-bad-images): img0.jpg: bad\n"), std::string::npos) << said;
+  EXPECT_NE(said.find("counted, not named"), std::string::npos) << said;
 }
 
 }  // namespace
