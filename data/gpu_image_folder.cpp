@@ -124,15 +124,11 @@ struct GpuImageFolderSource::Impl {
       if (jpeg_size(p.bytes, &p.height, &p.width)) {
         check_image_pixels(path, p.height, p.width, opt.max_image_pixels);
       } else {  // PNG and the rest: the CPU decoder, where this build has one
-        if (image_header_size(p.bytes, &p.height, &p.width)) {
-          check_image_pixels(path, p.height, p.width, opt.max_image_pixels);
-        }
-        p.decoded = decode_bytes(p.bytes, path, 1);
+        p.decoded = decode_within_limit(p.bytes, path, opt.max_image_pixels);
         p.on_cpu = true;
         p.height = p.decoded.height;
         p.width = p.decoded.width;
         p.bytes.clear();
-        check_image_pixels(path, p.height, p.width, opt.max_image_pixels);
       }
       const SamplePlan plan = plan_sample(p.height, p.width, transform, rng);
       if (transform.mode == Augment::kEval) check_image_pixels(path, plan.resize_h, plan.resize_w, opt.max_image_pixels);

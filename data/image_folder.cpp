@@ -125,18 +125,15 @@ void plan_and_render(const Image& img, const ImageTransform& t, std::mt19937_64&
 int decode_and_render(const std::string& bytes, const std::string& path, const ImageTransform& t,
                       const DecodeOptions& d, std::mt19937_64& rng, float* out, SamplePlan* used) {
   int h = 0, w = 0;
-  const bool jpeg = jpeg_size(bytes, &h, &w);
-  // JPEG, PNG, BMP and PNM are judged from the header, before a decoder allocates the frame.
-  if (jpeg || image_header_size(bytes, &h, &w)) check_image_pixels(path, h, w, d.max_image_pixels);
-  if (!jpeg || !d.reduced_decode) {
-    const Image img = decode_bytes(bytes, path, 1);
-    check_image_pixels(path, img.height, img.width, d.max_image_pixels);
+  if (!d.reduced_decode || !jpeg_size(bytes, &h, &w)) {
+    const Image img = decode_within_limit(bytes, path, d.max_image_pixels);
     const SamplePlan plan = plan_sample(img.height, img.width, t, rng);
     if (used) *used = plan;
     if (t.mode == Augment::kEval) check_image_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
     render(img, 0, 0, plan.box, plan, t, out);
     return 1;
   }
+  check_image_pixels(path, h, w, d.max_image_pixels);  // before any decoding
   const SamplePlan plan = plan_sample(h, w, t, rng);
   if (used) *used = plan;
   if (t.mode == Augment::kEval) check_image_pixels(path, plan.resize_h, plan.resize_w, d.max_image_pixels);
@@ -184,6 +181,14 @@ void naming_errors(const std::string& path, Fn&& fn) {
 }
 
 }  // namespace
+
+Image decode_within_limit(const std::string& bytes, const std::string& path, int64_t limit) {
+  int h = 0, w = 0;
+  if (image_header_size(bytes, &h, &w)) check_image_pixels(path, h, w, limit);
+  Image img = decode_bytes(bytes, path, 1);
+  check_image_pixels(path, img.height, img.width, limit);
+  return img;
+}
 
 void SkippedImages::note(const std::string& why) {
   const std::string line = why.substr(0, why.find('\n'));
@@ -307,11 +312,7 @@ struct ImageFolderSource::Impl {
       if (it != cache.end()) return it->second;
     }
     const std::string& path = index.samples[sample].first;
-    const std::string bytes = read_file(path);
-    int h = 0, w = 0;
-    if (image_header_size(bytes, &h, &w)) check_image_pixels(path, h, w, opt.max_image_pixels);
-    auto img = std::make_shared<const Image>(decode_bytes(bytes, path, 1));
-    check_image_pixels(path, img->height, img->width, opt.max_image_pixels);
+    auto img = std::make_shared<const Image>(decode_within_limit(read_file(path), path, opt.max_image_pixels));
     if (opt.cache_decoded) {
       std::lock_guard<std::mutex> lock(cache_mu);
       cache[sample] = img;

@@ -81,6 +81,10 @@ constexpr int64_t kDefaultMaxImagePixels = 2 * 89478485;
 // (--max-image-pixels; 0: no limit).
 void check_image_pixels(const std::string& path, int64_t height, int64_t width, int64_t limit);
 
+// decode_bytes() within --max-image-pixels: the size in the header, where image_header_size
+// reads one, is judged before the decoder allocates the frame, and the decoded size after.
+Image decode_within_limit(const std::string& bytes, const std::string& path, int64_t limit);
+
 struct DecodeOptions {
   bool reduced_decode = true;  // see LoaderOptions
   // Refuse (as a bad image) a file, or an eval resize, above this many pixels; 0: no limit.
